@@ -1,0 +1,55 @@
+//! Shared pieces of the shmcast binaries: common command-line arguments,
+//! logging set-up, the `main` wrapper with deliberate exit codes, and signals.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Arguments every binary takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Log level: error, warn, info, debug, trace (or a tracing filter such as `shmcast=debug`).
+    #[arg(long, default_value = "info", value_name = "LEVEL")]
+    pub log_level: String,
+}
+
+/// Sets up `tracing` to stderr at `level`.
+pub fn init_logging(level: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .map_err(|e| anyhow::anyhow!("invalid --log-level {level:?}: {e}"))?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    Ok(())
+}
+
+/// Runs a binary's `run`, printing one error line (`<bin>: error: <chain>`) and
+/// exiting 1 on failure, 0 on success. Usage errors exit 2 through clap.
+pub fn main_wrapper(bin: &str, run: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{bin}: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A flag set by SIGINT or SIGTERM.
+pub fn shutdown_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&flag))?;
+    }
+    Ok(flag)
+}
+
+/// Whether shutdown was requested.
+pub fn should_stop(flag: &AtomicBool) -> bool {
+    // Relaxed: a standalone flag polled in a loop.
+    flag.load(Ordering::Relaxed)
+}
+
+/// Resident set size of this process in bytes.
+pub fn rss_bytes() -> u64 {
+    shm_proto::os::rss_bytes()
+}

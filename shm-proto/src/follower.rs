@@ -1,0 +1,173 @@
+//! Following a stream across producer restarts: wait for the producer to
+//! appear, read it, notice when it closes or goes stale, and re-attach when a
+//! producer (a new epoch) appears under the same name — without the consumer
+//! being restarted.
+#![forbid(unsafe_code)]
+
+use std::time::{Duration, Instant};
+
+use crate::error::{NameError, OpenError};
+use crate::format::VideoFormat;
+use crate::name::StreamName;
+use crate::reader::{Availability, Frame, Reader, ReaderOptions, ReaderStats, Start};
+use crate::segment::ProducerStatus;
+
+/// How often a detached follower looks for a producer.
+const RETRY: Duration = Duration::from_millis(50);
+
+/// Something that happened to a followed stream.
+pub enum Event<'a> {
+    /// A frame, in place.
+    Frame(Frame<'a>),
+    /// Attached to a producer (first time, or a new epoch after a restart).
+    Attached(Attached),
+    /// The producer closed or went stale; the follower keeps looking.
+    Detached(ProducerStatus),
+    /// Nothing happened within the timeout.
+    Idle,
+}
+
+/// Details of an attach.
+#[derive(Clone, Copy, Debug)]
+pub struct Attached {
+    /// The producer's epoch.
+    pub epoch: u64,
+    /// The producer's pid.
+    pub pid: u32,
+    /// The frame format (may differ from the previous producer's).
+    pub format: VideoFormat,
+    /// Slot count.
+    pub slots: u64,
+    /// How many producers this follower has attached to so far (1 for the first).
+    pub attach_count: u64,
+}
+
+/// A reader that waits for its producer and follows it across restarts.
+pub struct Follower {
+    name: StreamName,
+    opts: ReaderOptions,
+    reader: Option<Reader>,
+    detached: bool,
+    previous: ReaderStats,
+    attach_count: u64,
+}
+
+impl Follower {
+    /// Follows `name`; nothing is opened until [`Follower::poll`].
+    pub fn new(name: &str, opts: ReaderOptions) -> Result<Follower, NameError> {
+        Ok(Follower {
+            name: StreamName::new(name)?,
+            opts,
+            reader: None,
+            detached: false,
+            previous: ReaderStats::default(),
+            attach_count: 0,
+        })
+    }
+
+    /// The stream name.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// The current reader, while attached.
+    pub fn reader(&self) -> Option<&Reader> {
+        self.reader.as_ref().filter(|_| !self.detached)
+    }
+
+    /// Whether a live producer is attached.
+    pub fn is_attached(&self) -> bool {
+        self.reader.is_some() && !self.detached
+    }
+
+    /// Counters over every producer followed so far.
+    pub fn stats(&self) -> ReaderStats {
+        self.previous + self.reader.as_ref().map(Reader::stats).unwrap_or_default()
+    }
+
+    fn attach(&mut self, r: Reader) -> Event<'static> {
+        if let Some(old) = self.reader.take() {
+            self.previous = self.previous + old.stats();
+        }
+        self.attach_count += 1;
+        let ev = Attached {
+            epoch: r.epoch(),
+            pid: r.identity().pid,
+            format: *r.format(),
+            slots: r.slots(),
+            attach_count: self.attach_count,
+        };
+        self.reader = Some(r);
+        self.detached = false;
+        Event::Attached(ev)
+    }
+
+    /// Tries to (re)open the stream. `Ok(None)`: nothing new yet.
+    fn try_attach(&mut self) -> Result<Option<Event<'static>>, OpenError> {
+        // After a restart, start at the oldest frame so as little as possible is missed.
+        let start = if self.attach_count == 0 { self.opts.start } else { Start::Oldest };
+        let opts = ReaderOptions { start, ..self.opts.clone() };
+        match Reader::open(self.name.as_str(), &opts) {
+            Ok(r) => {
+                let (status, _) = r.status();
+                if !status.is_alive() {
+                    return Ok(None);
+                }
+                if let Some(cur) = &self.reader
+                    && cur.epoch() == r.epoch()
+                {
+                    // The same producer came back (e.g. it was paused): resume.
+                    self.detached = false;
+                    return Ok(None);
+                }
+                Ok(Some(self.attach(r)))
+            }
+            Err(e) if e.is_transient() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits up to `timeout` for something to happen. Errors are segments that
+    /// cannot be used (permission, foreign or corrupt object); the follower
+    /// stays usable and the caller may keep polling.
+    pub fn poll(&mut self, timeout: Duration) -> Result<Event<'_>, OpenError> {
+        let deadline = Instant::now() + timeout;
+        if self.reader.is_none() || self.detached {
+            loop {
+                if let Some(ev) = self.try_attach()? {
+                    return Ok(ev);
+                }
+                if !self.detached && self.reader.is_some() {
+                    break;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return Ok(Event::Idle);
+                }
+                std::thread::sleep(RETRY.min(deadline - now));
+            }
+        }
+        let r = self.reader.as_ref().expect("attached");
+        match r.wait(deadline.saturating_duration_since(Instant::now())) {
+            Availability::Ready => {}
+            Availability::Timeout => {
+                // A new producer may have replaced a stale object before we
+                // noticed the old one die.
+                if !r.is_current()
+                    && let Some(ev) = self.try_attach()?
+                {
+                    return Ok(ev);
+                }
+                return Ok(Event::Idle);
+            }
+            Availability::Gone(status) => {
+                self.detached = true;
+                return Ok(Event::Detached(status));
+            }
+        }
+        Ok(match self.reader.as_mut().expect("attached").try_next() {
+            Some(f) => Event::Frame(f),
+            None => Event::Idle,
+        })
+    }
+}

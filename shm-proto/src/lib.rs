@@ -1,0 +1,60 @@
+//! shm-proto: shmcast's shared-memory segment and lossy broadcast ring.
+//!
+//! One producer ([`Writer`]) writes each frame once, in place, into a slot of
+//! a POSIX shared-memory object `shmcast.<name>`; any number of readers
+//! ([`Reader`], or [`Follower`] to wait for and follow producer restarts) map
+//! it read-only and use frames in place. The producer never waits for a
+//! reader; a lapped reader skips ahead and is told how many frames it lost.
+//!
+//! ```no_run
+//! use shm_proto::{CreateOptions, FrameMeta, PixelFormat, Reader, ReaderOptions, VideoFormat, Writer};
+//! use std::time::Duration;
+//!
+//! let format = VideoFormat::new(640, 480, PixelFormat::Gray8, 30, 1)?;
+//! let mut w = Writer::create("doc", format, &CreateOptions::default())?;
+//! let mut r = Reader::open("doc", &ReaderOptions::default())?;
+//! w.publish(|buf| { buf.fill(7); FrameMeta::new(0, 0, buf.len() as u64) });
+//! if let shm_proto::Next::Frame(f) = r.next(Duration::from_secs(1)) {
+//!     let sum: u64 = f.data().iter().map(|&b| u64::from(b)).sum();
+//!     if f.validate() { println!("{sum}"); }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod format;
+pub mod header;
+pub mod layout;
+pub mod name;
+pub mod seq;
+pub mod stamp;
+pub mod sync;
+
+#[cfg(not(loom))]
+pub mod follower;
+#[cfg(not(loom))]
+pub mod notify;
+#[cfg(not(loom))]
+pub mod os;
+#[cfg(not(loom))]
+pub mod reader;
+#[cfg(not(loom))]
+pub mod region;
+#[cfg(not(loom))]
+pub mod segment;
+#[cfg(not(loom))]
+pub mod writer;
+
+pub use error::{CreateError, FormatError, HeaderError, NameError, OpenError};
+pub use format::{PixelFormat, Plane, VideoFormat};
+pub use name::StreamName;
+
+#[cfg(not(loom))]
+pub use follower::{Attached, Event, Follower};
+#[cfg(not(loom))]
+pub use reader::{Availability, Frame, Next, Reader, ReaderOptions, ReaderStats, SegmentInfo, Start};
+#[cfg(not(loom))]
+pub use segment::{CreateOptions, ProducerStatus, STALE_AFTER};
+#[cfg(not(loom))]
+pub use writer::{FLAG_DISCONT, FLAG_KEYFRAME, FrameMeta, SlotWriter, Writer};

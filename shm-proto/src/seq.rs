@@ -1,0 +1,153 @@
+//! Sequence numbers and the seqlock steps of the ring protocol.
+//!
+//! Every step that publishes or consumes is here, written once, and used both
+//! by the real writer/reader and by the loom model (`tests/loom.rs`).
+//!
+//! Encoding of a slot's sequence word for frame sequence `s`:
+//! `0` = never written, `committed(s) = 2(s+1)`, `writing(s) = 2(s+1) + 1`.
+//! Words only grow, so a reader that sees anything but `committed(s)` knows the
+//! frame `s` is not (or no longer) there.
+//!
+//! Readers may only *load* (their mapping is read-only, and atomic RMW or
+//! stores on it would fault): every reader-side Acquire is a `Relaxed` load
+//! followed by `fence(Acquire)`, which is at least as strong.
+#![forbid(unsafe_code)]
+
+use crate::sync::{AtomicU32, AtomicU64, Ordering, fence};
+
+/// The committed encoding of sequence `s`.
+#[inline]
+pub const fn committed(s: u64) -> u64 {
+    (s + 1) << 1
+}
+
+/// The in-progress encoding of sequence `s`.
+#[inline]
+pub const fn writing(s: u64) -> u64 {
+    ((s + 1) << 1) | 1
+}
+
+/// Writer, step 1: mark the slot as being overwritten with `s`.
+#[inline]
+pub fn begin_write(slot_seq: &AtomicU64, tail: &AtomicU64, s: u64, slots: u64) {
+    // Relaxed: `tail` is a hint for lapped readers; the slot word below is what
+    // they trust.
+    tail.store((s + 1).saturating_sub(slots), Ordering::Relaxed);
+    // Relaxed store, then the Release fence orders it before every payload
+    // write that follows.
+    // SYNC(begin): pairs with the reader's `fence(Acquire)` in `validate`: a
+    // reader that saw any byte of the new payload also sees this mark.
+    slot_seq.store(writing(s), Ordering::Relaxed);
+    fence(Ordering::Release);
+}
+
+/// Writer, step 2: the payload and metadata of `s` are written; publish them.
+#[inline]
+pub fn commit(slot_seq: &AtomicU64, head: &AtomicU64, s: u64) {
+    // SYNC(slot): pairs with `fence(Acquire)` after the slot-word load in
+    // `check`: payload and metadata written before are visible to a reader
+    // that sees `committed(s)`.
+    slot_seq.store(committed(s), Ordering::Release);
+    // SYNC(head): pairs with `fence(Acquire)` in `load_head`: a reader that
+    // sees `head > s` finds the slot word at `committed(s)` or later.
+    head.store(s + 1, Ordering::Release);
+}
+
+/// Writer, step 3: wake readers. Returns the new notify value.
+#[inline]
+pub fn bump_notify(notify: &AtomicU32) -> u32 {
+    // SYNC(notify): Release so a reader whose futex wait returns because the
+    // word changed (and then loads head with Acquire) sees the new head.
+    notify.fetch_add(1, Ordering::Release).wrapping_add(1)
+}
+
+/// Reader: the next sequence the producer will write (Acquire).
+#[inline]
+pub fn load_head(head: &AtomicU64) -> u64 {
+    let h = head.load(Ordering::Relaxed);
+    // SYNC(head): pairs with the Release store of `head` in `commit`.
+    fence(Ordering::Acquire);
+    h
+}
+
+/// Reader: the oldest readable sequence (a hint; see `begin_write`).
+#[inline]
+pub fn load_tail(tail: &AtomicU64) -> u64 {
+    // Relaxed: only used to skip ahead; the slot word decides.
+    tail.load(Ordering::Relaxed)
+}
+
+/// Reader: the notify word, read before checking for frames and waiting on it.
+#[inline]
+pub fn load_notify(notify: &AtomicU32) -> u32 {
+    let n = notify.load(Ordering::Relaxed);
+    // SYNC(notify): pairs with the Release `fetch_add` in `bump_notify`; orders
+    // this load before the head load that follows, so a bump we missed makes
+    // the futex wait return at once.
+    fence(Ordering::Acquire);
+    n
+}
+
+/// What a reader finds in the slot where it expects sequence `s`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotState {
+    /// `s` is committed: read it, then `validate`.
+    Ready,
+    /// `s` has not been written (or not finished) yet.
+    NotYet,
+    /// `s` was overwritten (the slot holds a later frame, or one is being written).
+    Overwritten,
+}
+
+/// Reader, step 1: is sequence `s` in its slot?
+#[inline]
+pub fn check(slot_seq: &AtomicU64, s: u64) -> SlotState {
+    let w = slot_seq.load(Ordering::Relaxed);
+    // SYNC(slot): pairs with the Release store in `commit`.
+    fence(Ordering::Acquire);
+    let want = committed(s);
+    if w == want {
+        SlotState::Ready
+    } else if w < want || w == writing(s) {
+        SlotState::NotYet
+    } else {
+        SlotState::Overwritten
+    }
+}
+
+/// Reader, step 2 (after using the payload and metadata of `s`): true if the
+/// producer did not touch the slot meanwhile, so everything read is intact.
+#[inline]
+pub fn validate(slot_seq: &AtomicU64, s: u64) -> bool {
+    // SYNC(begin): pairs with the Release fence in `begin_write`: if any read
+    // above saw bytes of a newer frame, the load below sees its writing mark.
+    fence(Ordering::Acquire);
+    slot_seq.load(Ordering::Relaxed) == committed(s)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_orders() {
+        assert!(committed(0) > 0);
+        assert!(writing(0) > committed(0));
+        assert!(committed(1) > writing(0));
+    }
+
+    #[test]
+    fn steps_in_one_thread() {
+        let (slot, head, tail) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+        assert_eq!(check(&slot, 0), SlotState::NotYet);
+        begin_write(&slot, &tail, 0, 2);
+        assert_eq!(check(&slot, 0), SlotState::NotYet);
+        commit(&slot, &head, 0);
+        assert_eq!(check(&slot, 0), SlotState::Ready);
+        assert!(validate(&slot, 0));
+        begin_write(&slot, &tail, 2, 2);
+        assert!(!validate(&slot, 0));
+        assert_eq!(check(&slot, 0), SlotState::Overwritten);
+        assert_eq!(load_tail(&tail), 1);
+    }
+}
