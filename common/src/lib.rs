@@ -2,6 +2,9 @@
 //! logging set-up, the `main` wrapper with deliberate exit codes, and signals.
 #![forbid(unsafe_code)]
 
+pub mod metrics;
+
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +15,22 @@ pub struct CommonArgs {
     /// Log level: error, warn, info, debug, trace (or a tracing filter such as `shmcast=debug`).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     pub log_level: String,
+
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g. 127.0.0.1:9100).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Sets up logging and, when asked, the metrics server. `binary` and `stream`
+/// become labels on every metric.
+pub fn start(args: &CommonArgs, binary: &str, stream: &str) -> anyhow::Result<()> {
+    init_logging(&args.log_level)?;
+    metrics::global().set_labels(&[("binary", binary), ("stream", stream)]);
+    if let Some(addr) = args.metrics {
+        let local = metrics::serve(addr)?;
+        tracing::info!(%local, "serving metrics at /metrics");
+    }
+    Ok(())
 }
 
 /// Sets up `tracing` to stderr at `level`.
