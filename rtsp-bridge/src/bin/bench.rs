@@ -1,0 +1,292 @@
+//! `shmcast-rtsp-bench`: end-to-end measurements of the RTSP bridge with a
+//! real GStreamer client, and a small stamped test source.
+//!
+//! `latency` (default): for each size, publishes stamped frames into a ring
+//! (in this process), runs `shmcast-rtsp` (the binary next to this one) on it,
+//! plays the stream with `rtspsrc ! decodebin ! appsink`, decodes the stamp
+//! from every decoded frame's luma and compares its capture time with
+//! CLOCK_REALTIME now. Prints p50/p99 latency, time from PLAY to the first
+//! decoded frame, and the bridge's CPU (utime+stime over the measuring window).
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Parser, Subcommand};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+use shm_proto::{PixelFormat, VideoFormat};
+
+/// Benchmark the RTSP bridge end to end, or run a stamped test source.
+#[derive(Parser)]
+#[command(
+    name = "shmcast-rtsp-bench",
+    after_help = "Examples:\n  shmcast-rtsp-bench latency --seconds 10\n  \
+                  shmcast-rtsp-bench source --name cam0 --width 1280 --height 720 --format i420 --fps 30"
+)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Latency, time to first frame and bridge CPU at 720p30 and 1080p30.
+    Latency {
+        /// Seconds measured per size (after a 2 s warm-up).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Pixel format of the source.
+        #[arg(long, default_value = "i420")]
+        format: String,
+        /// Encoder passed to shmcast-rtsp.
+        #[arg(long, default_value = "auto")]
+        encoder: String,
+        /// Sizes to measure, WxH (repeatable).
+        #[arg(long = "size", default_values_t = ["1280x720".to_string(), "1920x1080".to_string()])]
+        sizes: Vec<String>,
+    },
+    /// Publish stamped test frames until SIGINT/SIGTERM.
+    Source {
+        /// Stream name.
+        #[arg(long)]
+        name: String,
+        /// Width.
+        #[arg(long, default_value_t = 640)]
+        width: u32,
+        /// Height.
+        #[arg(long, default_value_t = 360)]
+        height: u32,
+        /// rgb24 | bgr24 | gray8 | yuyv | nv12 | i420.
+        #[arg(long, default_value = "i420")]
+        format: String,
+        /// Frames per second.
+        #[arg(long, default_value_t = 30)]
+        fps: u32,
+        /// Stop after this many frames.
+        #[arg(long)]
+        frames: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    shmcast_common::main_wrapper("shmcast-rtsp-bench", || {
+        shmcast_common::init_logging("warn")?;
+        match args.cmd {
+            Some(Cmd::Source { name, width, height, format, fps, frames }) => {
+                let pixel: PixelFormat = format.parse().map_err(|e| anyhow!("{e}"))?;
+                let f = VideoFormat::new(width, height, pixel, fps, 1).map_err(|e| anyhow!("{e}"))?;
+                let stop = shmcast_common::shutdown_flag()?;
+                shmcast_rtsp::testsrc::run(&name, f, frames, &stop)
+            }
+            Some(Cmd::Latency { seconds, format, encoder, sizes }) => latency(seconds, &format, &encoder, &sizes),
+            None => latency(10, "i420", "auto", &["1280x720".into(), "1920x1080".into()]),
+        }
+    })
+}
+
+/// A child process killed on drop.
+struct Guard(Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn bridge_exe() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let p = me.with_file_name("shmcast-rtsp");
+    if !p.exists() {
+        bail!("{} not found: build it with cargo build --release -p shmcast-rtsp", p.display());
+    }
+    Ok(p)
+}
+
+/// utime+stime of a process in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = s.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields after "(comm) ": state is index 0, utime 11, stime 12. USER_HZ is 100 on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((v.len() - 1) as f64 * p).round() as usize;
+    v[i]
+}
+
+struct Row {
+    size: String,
+    frames: usize,
+    undecoded: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    first_ms: f64,
+    cpu: f64,
+}
+
+fn latency(seconds: u64, format: &str, encoder: &str, sizes: &[String]) -> anyhow::Result<()> {
+    gst::init()?;
+    let pixel: PixelFormat = format.parse().map_err(|e| anyhow!("{e}"))?;
+    let exe = bridge_exe()?;
+    let mut rows = Vec::new();
+    for size in sizes {
+        let (w, h) = size
+            .split_once('x')
+            .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+            .with_context(|| format!("bad --size {size}"))?;
+        rows.push(measure(&exe, w, h, pixel, encoder, seconds)?);
+    }
+    println!(
+        "\nshmcast-rtsp end to end ({format} source @ 30 fps, encoder {encoder}, client rtspsrc(tcp, latency=0) ! decodebin ! appsink)"
+    );
+    println!(
+        "| size | frames | undecodable | latency p50 | latency p99 | max | PLAY→first frame | bridge CPU (1 stream) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.0} ms | {:.1} % of a core |",
+            r.size, r.frames, r.undecoded, r.p50, r.p99, r.max, r.first_ms, r.cpu
+        );
+    }
+    Ok(())
+}
+
+fn measure(exe: &PathBuf, w: u32, h: u32, pixel: PixelFormat, encoder: &str, seconds: u64) -> anyhow::Result<Row> {
+    let name = format!("rtspbench{}x{}p{}", w, h, std::process::id());
+    let format = VideoFormat::new(w, h, pixel, 30, 1).map_err(|e| anyhow!("{e}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let src = {
+        let (stop, name) = (Arc::clone(&stop), name.clone());
+        std::thread::spawn(move || shmcast_rtsp::testsrc::run(&name, format, None, &stop))
+    };
+    let mut child = Command::new(exe)
+        .args(["--name", &name, "--listen", "127.0.0.1:0", "--mount", "/bench", "--encoder", encoder])
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let pid = child.id();
+    let _guard = Guard(child);
+    // The bridge logs `listening url=rtsp://127.0.0.1:PORT/bench`.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(i) = line.find("rtsp://")
+                && line.contains("serving")
+                && let Some(tx) = tx.take()
+            {
+                let url: String = line[i..].chars().take_while(|c| !c.is_whitespace()).collect();
+                let _ = tx.send(url);
+            }
+        }
+    });
+    let url = rx.recv_timeout(Duration::from_secs(20)).context("shmcast-rtsp did not start serving")?;
+
+    let samples = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let undecoded = Arc::new(Mutex::new(0usize));
+    let first = Arc::new(Mutex::new(None::<Instant>));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let pipeline = gst::parse::launch(&format!(
+        "rtspsrc location={url} latency=0 protocols=tcp ! decodebin ! videoconvert ! \
+         video/x-raw,format=I420 ! appsink name=sink sync=false max-buffers=2 drop=true"
+    ))?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| anyhow!("not a pipeline"))?;
+    let sink = pipeline.by_name("sink").and_then(|e| e.downcast::<gst_app::AppSink>().ok()).context("no appsink")?;
+    {
+        let (samples, undecoded, first, measuring) =
+            (Arc::clone(&samples), Arc::clone(&undecoded), Arc::clone(&first), Arc::clone(&measuring));
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let now = shm_proto::os::realtime_ns();
+                    first.lock().unwrap().get_or_insert_with(Instant::now);
+                    let (Some(buf), Some(caps)) = (sample.buffer(), sample.caps()) else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let Ok(info) = gst_video::VideoInfo::from_caps(caps) else { return Ok(gst::FlowSuccess::Ok) };
+                    let Ok(frame) = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &info) else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let stride = info.stride()[0] as usize;
+                    let stamp = frame
+                        .plane_data(0)
+                        .ok()
+                        .and_then(|y| shm_proto::stamp::decode_luma(y, stride, 1, info.width(), info.height()));
+                    // Relaxed: a standalone flag.
+                    if measuring.load(Ordering::Relaxed) {
+                        match stamp {
+                            Some(st) => samples.lock().unwrap().push(st.age_us(now) as f64 / 1000.0),
+                            None => *undecoded.lock().unwrap() += 1,
+                        }
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+    }
+    let play = Instant::now();
+    pipeline.set_state(gst::State::Playing)?;
+    let bus = pipeline.bus().context("bus")?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while first.lock().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = pipeline.set_state(gst::State::Null);
+            bail!("no decoded frame from {url} within 15 s");
+        }
+        if let Some(msg) = bus.timed_pop_filtered(gst::ClockTime::from_mseconds(20), &[gst::MessageType::Error]) {
+            let _ = pipeline.set_state(gst::State::Null);
+            bail!("client error: {msg:?}");
+        }
+    }
+    let first_ms = first.lock().unwrap().map(|t| t.duration_since(play).as_secs_f64() * 1000.0).unwrap_or(f64::NAN);
+    std::thread::sleep(Duration::from_secs(2));
+    measuring.store(true, Ordering::Relaxed);
+    let (c0, t0) = (cpu_seconds(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (c1, t1) = (cpu_seconds(pid), Instant::now());
+    measuring.store(false, Ordering::Relaxed);
+    pipeline.set_state(gst::State::Null)?;
+    stop.store(true, Ordering::Relaxed);
+    let _ = src.join();
+    let mut v = std::mem::take(&mut *samples.lock().unwrap());
+    let n = v.len();
+    let undecoded = *undecoded.lock().unwrap();
+    Ok(Row {
+        size: format!("{w}x{h}"),
+        frames: n,
+        undecoded,
+        p50: pct(&mut v, 0.5),
+        p99: pct(&mut v, 0.99),
+        max: pct(&mut v, 1.0),
+        first_ms,
+        cpu: (c1 - c0) / (t1 - t0).as_secs_f64() * 100.0,
+    })
+}

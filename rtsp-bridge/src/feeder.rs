@@ -1,0 +1,547 @@
+//! The ring feeder: one thread per media, from `media-configure` until the
+//! media is unprepared.
+//!
+//! Invariants (each one a lesson from the appsrc leak notes, FACTS.md):
+//! - It pushes only while the appsrc is PLAYING; before that it keeps its
+//!   follower current and discards frames.
+//! - Every frame costs one copy, from the slot into a buffer of a bounded pool,
+//!   and is dropped (counted as an overrun) if the slot was overwritten during
+//!   the copy. An exhausted pool drops the frame instead of allocating.
+//! - It owns the only references it takes (the appsrc, its pool, the last
+//!   frame) and drops them all when the media goes away, so nothing is held
+//!   between clients. The follower (the ring mapping) lives and dies with it.
+//! - PTS are the frames' capture times mapped into the pipeline's running time
+//!   through one offset kept for the feeder's life, so they stay continuous
+//!   across producer restarts; they never go backwards.
+//! - While the producer is gone, the last frame (one buffer, shared memory,
+//!   new timestamps) is repeated at the stream's rate, so clients stay
+//!   connected and decoding; a media started without a producer sends black.
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+use shm_proto::{Attached, Event, Follower, Frame, PixelFormat, ReaderOptions, ReaderStats, VideoFormat};
+use shmcast_common::metrics::{self, Histogram};
+use tracing::{debug, info, warn};
+
+use crate::pipeline;
+
+/// Buffers in a feeder's pool: appsrc's queue (2) + converter/encoder in
+/// flight (2) + the kept last frame (1) + the one being filled (1).
+const POOL_MAX: u32 = 6;
+/// A media whose appsrc stays in NULL this long is gone even if we missed its
+/// `unprepared` signal.
+const NULL_GIVE_UP: Duration = Duration::from_secs(5);
+/// A capture time further than this from "now" is not trusted: re-anchor.
+const MAX_SKEW_NS: i128 = 1_000_000_000;
+
+/// The bridge's metrics (names are the project-wide ones).
+pub struct Metrics {
+    /// Frames read from the ring.
+    pub frames: Arc<AtomicU64>,
+    /// Frames the producer overwrote before they were read.
+    pub lost: Arc<AtomicU64>,
+    /// Frames overwritten while being copied.
+    pub overruns: Arc<AtomicU64>,
+    /// Frames between the producer's head and the reader's cursor.
+    pub lag: Arc<AtomicU64>,
+    /// Publish → bridge receive.
+    pub wake: Arc<Histogram>,
+    /// Connected RTSP clients.
+    pub clients: Arc<AtomicU64>,
+    /// Frames out of the encoder (or JPEG frames passed through).
+    pub encoded: Arc<AtomicU64>,
+    /// Encoded frames per second over the last second.
+    pub encoded_fps: Arc<AtomicU64>,
+    /// Frames read while a client was playing that never reached the encoder.
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl Metrics {
+    /// Registers the metrics in the process-wide registry.
+    pub fn register() -> Metrics {
+        let r = metrics::global();
+        Metrics {
+            frames: r.counter("shmcast_frames_total", "Frames read from the ring."),
+            lost: r.counter("shmcast_lost_frames_total", "Frames overwritten before the bridge read them."),
+            overruns: r.counter("shmcast_overruns_total", "Frames overwritten while being copied (dropped)."),
+            lag: r.gauge("shmcast_reader_lag_frames", "Frames published but not yet read."),
+            wake: r.histogram(
+                "shmcast_wake_latency_seconds",
+                "Publish to bridge receive.",
+                &[0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1],
+            ),
+            clients: r.gauge("shmcast_rtsp_clients", "Connected RTSP clients."),
+            encoded: r.counter("shmcast_encoded_frames_total", "Frames out of the encoder (or JPEG payloader)."),
+            encoded_fps: r.gauge_f64("shmcast_encoded_fps", "Encoded frames per second."),
+            dropped: r.counter(
+                "shmcast_dropped_frames_total",
+                "Frames read while playing that did not reach the encoder (pool exhausted, leaky queue).",
+            ),
+        }
+    }
+}
+
+/// State shared by the server callbacks and the feeders.
+pub struct Shared {
+    /// Stream name.
+    pub name: String,
+    /// Format of the first producer seen: fixes the stream's caps.
+    pub first: OnceLock<VideoFormat>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Set on SIGINT/SIGTERM.
+    pub shutdown: AtomicBool,
+    /// The current media's payloader, for force-key-unit on PLAY (weak: the
+    /// media owns it).
+    pub pay: Mutex<Option<gst::glib::WeakRef<gst::Element>>>,
+    /// Feeder threads (joined at shutdown, pruned as they end).
+    pub feeders: Mutex<Vec<JoinHandle<()>>>,
+    /// The media pipelines (weak), set to NULL at shutdown if still alive.
+    pub pipelines: Mutex<Vec<gst::glib::WeakRef<gst::Element>>>,
+}
+
+impl Shared {
+    /// New shared state for stream `name`.
+    pub fn new(name: &str) -> Shared {
+        Shared {
+            name: name.to_string(),
+            first: OnceLock::new(),
+            metrics: Metrics::register(),
+            shutdown: AtomicBool::new(false),
+            pay: Mutex::new(None),
+            feeders: Mutex::new(Vec::new()),
+            pipelines: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+/// Starts a feeder for a new media's `appsrc`. `stop` is set when the media
+/// is unprepared; `out` counts buffers leaving the appsrc (for leak counting).
+pub fn spawn(
+    shared: Arc<Shared>,
+    appsrc: gst_app::AppSrc,
+    stop: Arc<AtomicBool>,
+    out: Arc<AtomicU64>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("rtsp-feeder".into()).spawn(move || {
+        let Some(first) = shared.first.get().copied() else { return };
+        let mut f = Feeder::new(shared, appsrc, stop, out, first);
+        f.run();
+    })
+}
+
+/// Same geometry and pixel layout (the rate is the stream's, kept from the first producer).
+fn same_layout(a: &VideoFormat, b: &VideoFormat) -> bool {
+    a.width == b.width && a.height == b.height && a.pixel == b.pixel && a.planes == b.planes
+}
+
+struct Feeder {
+    shared: Arc<Shared>,
+    appsrc: gst_app::AppSrc,
+    stop: Arc<AtomicBool>,
+    out: Arc<AtomicU64>,
+    first: VideoFormat,
+    rate: (i32, i32),
+    period: Duration,
+    /// Layout of what is being pushed now.
+    format: VideoFormat,
+    /// GStreamer's layout of the same (raw formats).
+    info: Option<gst_video::VideoInfo>,
+    pool: Option<gst::BufferPool>,
+    /// Frames of the current producer cannot be used (raw ↔ MJPEG change).
+    incompatible: bool,
+    last: Option<gst::Buffer>,
+    last_pts: Option<u64>,
+    /// realtime_ns − running time, fixed at the first frame.
+    anchor: Option<i128>,
+    last_push: Instant,
+    flushing_since: Option<Instant>,
+    pushed: u64,
+    leak_reported: u64,
+    leak_checked: Instant,
+    prev: ReaderStats,
+}
+
+impl Feeder {
+    fn new(
+        shared: Arc<Shared>,
+        appsrc: gst_app::AppSrc,
+        stop: Arc<AtomicBool>,
+        out: Arc<AtomicU64>,
+        first: VideoFormat,
+    ) -> Feeder {
+        let rate = pipeline::rate(&first);
+        let period = Duration::from_secs_f64(f64::from(rate.1) / f64::from(rate.0).max(1.0));
+        let mut f = Feeder {
+            shared,
+            appsrc,
+            stop,
+            out,
+            first,
+            rate,
+            period,
+            format: first,
+            info: None,
+            pool: None,
+            incompatible: false,
+            last: None,
+            last_pts: None,
+            anchor: None,
+            last_push: Instant::now(),
+            flushing_since: None,
+            pushed: 0,
+            leak_reported: 0,
+            leak_checked: Instant::now(),
+            prev: ReaderStats::default(),
+        };
+        f.set_format(first);
+        f
+    }
+
+    fn should_stop(&self) -> bool {
+        // Relaxed: standalone flags, polled.
+        self.stop.load(Ordering::Relaxed) || self.shared.shutdown.load(Ordering::Relaxed)
+    }
+
+    fn run(&mut self) {
+        let mut follower = match Follower::new(&self.shared.name, ReaderOptions::default()) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!("feeder: {e}");
+                return;
+            }
+        };
+        debug!("feeder starts");
+        let mut null_since: Option<Instant> = None;
+        let mut open_error_logged = false;
+        while !self.should_stop() {
+            let state = self.appsrc.current_state();
+            let playing = state == gst::State::Playing;
+            if state == gst::State::Null {
+                if null_since.get_or_insert_with(Instant::now).elapsed() > NULL_GIVE_UP {
+                    break;
+                }
+            } else {
+                null_since = None;
+            }
+            if self.flushing_since.is_some_and(|t| t.elapsed() > Duration::from_secs(1)) {
+                // The media is shutting down (FACTS.md: end on Flushing).
+                break;
+            }
+            let timeout = if playing && !self.live(&follower) {
+                self.period.saturating_sub(self.last_push.elapsed()).max(Duration::from_millis(1))
+            } else if playing {
+                self.period * 2
+            } else {
+                Duration::from_millis(20)
+            };
+            match follower.poll(timeout) {
+                Ok(Event::Frame(f)) => self.on_frame(f, playing),
+                Ok(Event::Attached(a)) => self.on_attach(&a),
+                Ok(Event::Detached(status)) => {
+                    warn!(stream = %self.shared.name, ?status, "producer gone; repeating the last frame until it is back");
+                }
+                Ok(Event::Idle) => {}
+                Err(e) => {
+                    if !open_error_logged {
+                        warn!(stream = %self.shared.name, "cannot open stream: {e}; retrying");
+                        open_error_logged = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+            self.account(&follower);
+            if playing && !self.live(&follower) && self.last_push.elapsed() >= self.period {
+                self.repeat();
+            }
+        }
+        self.account(&follower);
+        self.check_leaks(true);
+        if let Some(pool) = self.pool.take() {
+            let _ = pool.set_active(false);
+        }
+        debug!(pushed = self.pushed, "feeder ends");
+    }
+
+    /// Whether fresh frames are coming that we can use.
+    fn live(&self, follower: &Follower) -> bool {
+        follower.is_attached() && !self.incompatible
+    }
+
+    fn on_attach(&mut self, a: &Attached) {
+        info!(
+            stream = %self.shared.name, pid = a.pid, epoch = format_args!("{:016x}", a.epoch),
+            format = %a.format, attach = a.attach_count, "producer attached"
+        );
+        let compatible = a.format.pixel.is_compressed() == self.first.pixel.is_compressed();
+        if !compatible {
+            warn!(
+                stream = %self.shared.name, first = %self.first, now = %a.format,
+                "producer switched between raw and MJPEG; cannot convert, repeating the last frame"
+            );
+            self.incompatible = true;
+            return;
+        }
+        self.incompatible = false;
+        if !same_layout(&a.format, &self.format) {
+            if !same_layout(&a.format, &self.first) {
+                info!(
+                    stream = %self.shared.name, first = %self.first, now = %a.format,
+                    "producer format differs from the stream's; converting to the original size and format"
+                );
+            }
+            self.set_format(a.format);
+        }
+    }
+
+    /// Switches what is pushed to `format`: new caps, a new pool. The old
+    /// pool's buffers still in the pipeline are freed as they come back.
+    fn set_format(&mut self, format: VideoFormat) {
+        let Some(caps) = pipeline::source_caps(&format, self.rate) else { return };
+        let (info, size) = if format.pixel == PixelFormat::Mjpeg {
+            (None, format.frame_size)
+        } else {
+            match gst_video::VideoInfo::from_caps(&caps) {
+                Ok(i) => {
+                    let s = i.size() as u64;
+                    (Some(i), s)
+                }
+                Err(e) => {
+                    warn!("cannot use format {format}: {e}");
+                    self.incompatible = true;
+                    return;
+                }
+            }
+        };
+        if let Some(old) = self.pool.take() {
+            let _ = old.set_active(false);
+        }
+        let pool = gst::BufferPool::new();
+        let mut config = pool.config();
+        config.set_params(Some(&caps), size.min(u64::from(u32::MAX)) as u32, 2, POOL_MAX);
+        if pool.set_config(config).is_err() || pool.set_active(true).is_err() {
+            warn!("cannot set up a buffer pool for {format}");
+            self.incompatible = true;
+            return;
+        }
+        self.appsrc.set_caps(Some(&caps));
+        self.pool = Some(pool);
+        self.info = info;
+        self.format = format;
+        // The kept frame has the old layout: never repeat it under new caps.
+        self.last = None;
+    }
+
+    fn acquire(&self) -> Option<gst::Buffer> {
+        let params = gst::BufferPoolAcquireParams::with_flags(gst::BufferPoolAcquireFlags::DONTWAIT);
+        self.pool.as_ref()?.acquire_buffer(Some(&params)).ok()
+    }
+
+    fn on_frame(&mut self, f: Frame<'_>, playing: bool) {
+        let m = &self.shared.metrics;
+        let meta = *f.meta();
+        let now = shm_proto::os::realtime_ns();
+        m.wake.observe(now.saturating_sub(meta.publish_ns) as f64 / 1e9);
+        // Relaxed: statistics.
+        m.frames.fetch_add(1, Ordering::Relaxed);
+        if !playing || self.incompatible {
+            return;
+        }
+        let Some(mut buf) = self.acquire() else {
+            m.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let copied = {
+            let Some(b) = buf.get_mut() else { return };
+            match &self.info {
+                Some(info) => copy_planes(f.data(), &self.format, info, b),
+                None => copy_jpeg(f.data(), b),
+            }
+        };
+        // Validate after the copy: a slot overwritten meanwhile may have torn
+        // the copy. The reader counts the overrun; the buffer goes back to the pool.
+        if !f.validate() || !copied {
+            return;
+        }
+        let pts = self.pts(Some(meta.capture_ns));
+        self.push(buf, pts, true);
+    }
+
+    /// Repeats the last frame (or black) with a new timestamp.
+    fn repeat(&mut self) {
+        let buf = match &self.last {
+            Some(last) => last.copy(),
+            None => match self.black() {
+                Some(b) => b,
+                None => {
+                    self.last_push = Instant::now();
+                    return;
+                }
+            },
+        };
+        let pts = self.pts(None);
+        self.push(buf, pts, false);
+    }
+
+    /// A black frame of the current raw format (MJPEG: none).
+    fn black(&mut self) -> Option<gst::Buffer> {
+        let info = self.info.as_ref()?;
+        let mut buf = self.acquire()?;
+        {
+            let b = buf.get_mut()?;
+            let mut map = b.map_writable().ok()?;
+            let data = map.as_mut_slice();
+            match self.format.pixel {
+                PixelFormat::Rgb24 | PixelFormat::Bgr24 => data.fill(0),
+                PixelFormat::Gray8 => data.fill(16),
+                PixelFormat::Yuyv => data.chunks_exact_mut(2).for_each(|p| p.copy_from_slice(&[16, 128])),
+                PixelFormat::Nv12 | PixelFormat::I420 => {
+                    data.fill(128);
+                    let (off, len) = (info.offset()[0], info.stride()[0] as usize * info.height() as usize);
+                    if let Some(y) = data.get_mut(off..off + len) {
+                        y.fill(16);
+                    }
+                }
+                PixelFormat::Mjpeg => return None,
+            }
+        }
+        Some(buf)
+    }
+
+    fn running_time(&self) -> Option<u64> {
+        let clock = self.appsrc.clock()?;
+        let base = self.appsrc.base_time()?;
+        clock.time().checked_sub(base).map(gst::ClockTime::nseconds)
+    }
+
+    /// The PTS for a frame captured at `capture_ns` (realtime), or for a
+    /// repeat (`None`): continuous, never going backwards.
+    fn pts(&mut self, capture_ns: Option<u64>) -> u64 {
+        let floor = self.last_pts.map_or(0, |p| p + 1_000_000);
+        let Some(run) = self.running_time() else {
+            let p = self.last_pts.map_or(0, |p| p + self.period.as_nanos() as u64);
+            self.last_pts = Some(p);
+            return p;
+        };
+        let run_i = i128::from(run);
+        let cand = match capture_ns.filter(|&c| c != 0) {
+            Some(c) => {
+                let real = i128::from(shm_proto::os::realtime_ns());
+                let anchor = *self.anchor.get_or_insert(real - run_i);
+                let mut p = i128::from(c) - anchor;
+                if (p - run_i).abs() > MAX_SKEW_NS {
+                    // The clocks moved (NTP step) or the source's capture
+                    // times are not CLOCK_REALTIME: map afresh.
+                    let a = real - run_i;
+                    self.anchor = Some(a);
+                    p = i128::from(c) - a;
+                    if (p - run_i).abs() > MAX_SKEW_NS {
+                        p = run_i;
+                    }
+                }
+                p
+            }
+            None => run_i,
+        };
+        let p = (cand.max(0) as u64).max(floor);
+        self.last_pts = Some(p);
+        p
+    }
+
+    fn push(&mut self, mut buf: gst::Buffer, pts: u64, keep: bool) {
+        if let Some(b) = buf.get_mut() {
+            b.set_pts(gst::ClockTime::from_nseconds(pts));
+            b.set_duration(gst::ClockTime::from_nseconds(self.period.as_nanos() as u64));
+        }
+        if keep {
+            self.last = Some(buf.clone());
+        }
+        self.last_push = Instant::now();
+        match self.appsrc.push_buffer(buf) {
+            Ok(_) => {
+                self.pushed += 1;
+                self.flushing_since = None;
+            }
+            Err(gst::FlowError::Flushing) => {
+                self.flushing_since.get_or_insert_with(Instant::now);
+            }
+            Err(e) => debug!("push: {e:?}"),
+        }
+        self.check_leaks(false);
+    }
+
+    /// Counts buffers the leaky queue dropped: pushed − left the appsrc − queued.
+    fn check_leaks(&mut self, force: bool) {
+        if !force && self.leak_checked.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.leak_checked = Instant::now();
+        // Relaxed: a statistic from a pad probe.
+        let out = self.out.load(Ordering::Relaxed);
+        let level = if force { 0 } else { self.appsrc.current_level_buffers() };
+        let leaked = self.pushed.saturating_sub(out).saturating_sub(level);
+        if leaked > self.leak_reported {
+            self.shared.metrics.dropped.fetch_add(leaked - self.leak_reported, Ordering::Relaxed);
+            self.leak_reported = leaked;
+        }
+    }
+
+    fn account(&mut self, follower: &Follower) {
+        let m = &self.shared.metrics;
+        let s = follower.stats();
+        // Relaxed: statistics.
+        m.lost.fetch_add(s.lost.saturating_sub(self.prev.lost), Ordering::Relaxed);
+        m.overruns.fetch_add(s.overruns.saturating_sub(self.prev.overruns), Ordering::Relaxed);
+        self.prev = s;
+        let lag = follower.reader().map_or(0, |r| r.head().saturating_sub(r.cursor()));
+        m.lag.store(lag, Ordering::Relaxed);
+    }
+}
+
+/// Copies the planes of a raw frame from the ring's tight layout into
+/// GStreamer's (rows may be padded there). False if a plane does not fit.
+fn copy_planes(src: &[u8], format: &VideoFormat, info: &gst_video::VideoInfo, b: &mut gst::BufferRef) -> bool {
+    let Ok(mut map) = b.map_writable() else { return false };
+    let dst = map.as_mut_slice();
+    for (i, p) in format.planes().iter().enumerate() {
+        let (Some(&doff), Some(&dstride)) = (info.offset().get(i), info.stride().get(i)) else { return false };
+        let (soff, sstride, row, rows) = (p.offset as usize, p.stride as usize, p.row_bytes as usize, p.rows as usize);
+        let dstride = dstride as usize;
+        if row > dstride {
+            return false;
+        }
+        if sstride == dstride {
+            let n = p.span() as usize;
+            let (Some(s), Some(d)) = (src.get(soff..soff + n), dst.get_mut(doff..doff + n)) else { return false };
+            d.copy_from_slice(s);
+        } else {
+            for r in 0..rows {
+                let (so, d0) = (soff + r * sstride, doff + r * dstride);
+                let (Some(s), Some(d)) = (src.get(so..so + row), dst.get_mut(d0..d0 + row)) else { return false };
+                d.copy_from_slice(s);
+            }
+        }
+    }
+    true
+}
+
+/// Copies a JPEG frame and trims the buffer to its length.
+fn copy_jpeg(src: &[u8], b: &mut gst::BufferRef) -> bool {
+    if src.is_empty() || src.len() > b.size() {
+        return false;
+    }
+    {
+        let Ok(mut map) = b.map_writable() else { return false };
+        map.as_mut_slice()[..src.len()].copy_from_slice(src);
+    }
+    b.set_size(src.len());
+    true
+}
