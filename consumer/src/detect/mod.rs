@@ -1,0 +1,282 @@
+//! The meteor and motion detector: luma read in place → binned grid →
+//! background model (running mean, adaptive noise) → k·σ threshold →
+//! components → tracks → classified events.
+//!
+//! The pipeline per frame is split so that the frame's bytes are only touched
+//! in [`Detector::load`]; the caller validates the frame after that and calls
+//! [`Detector::process`] only for a frame that was intact. Everything after
+//! `load` works on the detector's private grid, so an overrun costs nothing
+//! but that frame.
+//!
+//! ```
+//! use shmcast_consumer::detect::{Config, Detector};
+//! use shm_proto::{PixelFormat, VideoFormat};
+//! let format = VideoFormat::new(320, 240, PixelFormat::Gray8, 30, 1).unwrap();
+//! let mut det = Detector::new(&Config::default(), &format).unwrap();
+//! let frame = vec![40u8; format.frame_size as usize];
+//! let mut events = Vec::new();
+//! for id in 0..20 {
+//!     assert!(det.load(&frame));
+//!     det.process(id, 0, &mut events);
+//! }
+//! assert!(events.is_empty());
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod blobs;
+pub mod event;
+pub mod luma;
+pub mod model;
+pub mod mqtt;
+pub mod snapshot;
+pub mod track;
+
+use anyhow::{Context as _, bail};
+use shm_proto::VideoFormat;
+
+pub use event::{EventRecord, Summary};
+pub use luma::{Binner, auto_bin};
+pub use model::{Model, ModelParams, Outcome};
+pub use track::{Detection, Finished, Kind, TrackParams, Tracker};
+
+use blobs::{BlobParams, Blobs};
+
+/// A rectangle `x, y, w, h` in full-resolution pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rect {
+    /// Left.
+    pub x: u32,
+    /// Top.
+    pub y: u32,
+    /// Width.
+    pub w: u32,
+    /// Height.
+    pub h: u32,
+}
+
+impl std::str::FromStr for Rect {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Rect, String> {
+        let v: Vec<u32> = s
+            .split(',')
+            .map(|p| p.trim().parse::<u32>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("expected x,y,w,h (four non-negative integers), got {s:?}"))?;
+        match v[..] {
+            [x, y, w, h] if w > 0 && h > 0 => Ok(Rect { x, y, w, h }),
+            _ => Err(format!("expected x,y,w,h with w, h > 0, got {s:?}")),
+        }
+    }
+}
+
+/// Detector configuration.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// Bin factor (cells are `bin × bin` pixels); 0 = automatic from the width.
+    pub bin: u32,
+    /// Regions excluded from detection.
+    pub masks: Vec<Rect>,
+    /// Background model tuning.
+    pub model: ModelParams,
+    /// Component tuning.
+    pub blobs: BlobParams,
+    /// Tracking and classification tuning.
+    pub track: TrackParams,
+    /// Keep a downscaled image of each track's peak frame (for `--snapshots`).
+    pub snapshots: bool,
+}
+
+/// How many tracks can hold a snapshot image at once.
+const SNAPSHOT_SLOTS: usize = 8;
+
+/// A downscaled 8-bit luma image of the model grid (for snapshots).
+#[derive(Clone, Debug)]
+pub struct GridImage {
+    /// Width in cells.
+    pub width: usize,
+    /// Height in cells.
+    pub height: usize,
+    /// Pixels per cell side.
+    pub bin: usize,
+    /// `width × height` luma bytes.
+    pub luma: Vec<u8>,
+}
+
+/// The detector for one stream format.
+pub struct Detector {
+    format: VideoFormat,
+    binner: Binner,
+    model: Model,
+    blobs: Blobs,
+    tracker: Tracker,
+    cur: Vec<f32>,
+    dets: Vec<Detection>,
+    finished: Vec<Finished>,
+    images: Vec<GridImage>,
+    loaded: bool,
+    last: Option<Outcome>,
+    rebaselines: u64,
+    busy: u64,
+}
+
+impl Detector {
+    /// A detector for `format` (any raw format).
+    pub fn new(cfg: &Config, format: &VideoFormat) -> anyhow::Result<Detector> {
+        if format.pixel.is_compressed() {
+            bail!(
+                "format {} is compressed; the detector needs a raw format (gray8, nv12, i420, yuyv, rgb24, bgr24)",
+                format.pixel
+            );
+        }
+        let bin = if cfg.bin == 0 { auto_bin(format.width) } else { cfg.bin };
+        let binner = Binner::new(format, bin)
+            .with_context(|| format!("frame {}x{} too small for bin {bin}", format.width, format.height))?;
+        let (gw, gh) = (binner.gw(), binner.gh());
+        let cells = gw * gh;
+        let mut model = Model::new(cells, cfg.model.clone());
+        if !cfg.masks.is_empty() {
+            let b = binner.bin() as u32;
+            let mut active = vec![1u8; cells];
+            for m in &cfg.masks {
+                // Every cell the mask touches is excluded.
+                let (cx0, cy0) = ((m.x / b) as usize, (m.y / b) as usize);
+                let cx1 = (m.x.saturating_add(m.w).div_ceil(b) as usize).min(gw);
+                let cy1 = (m.y.saturating_add(m.h).div_ceil(b) as usize).min(gh);
+                for cy in cy0..cy1 {
+                    for cx in cx0..cx1 {
+                        active[cy * gw + cx] = 0;
+                    }
+                }
+            }
+            model.set_active(&active);
+        }
+        let slots = if cfg.snapshots { SNAPSHOT_SLOTS } else { 0 };
+        let images =
+            (0..slots).map(|_| GridImage { width: gw, height: gh, bin: binner.bin(), luma: vec![0; cells] }).collect();
+        Ok(Detector {
+            format: *format,
+            model,
+            blobs: Blobs::new(cfg.blobs.clone()),
+            tracker: Tracker::new(cfg.track.clone(), slots),
+            cur: vec![0.0; cells],
+            dets: Vec::with_capacity(cfg.blobs.max_blobs),
+            finished: Vec::new(),
+            images,
+            binner,
+            loaded: false,
+            last: None,
+            rebaselines: 0,
+            busy: 0,
+        })
+    }
+
+    /// The format this detector was built for.
+    pub fn format(&self) -> &VideoFormat {
+        &self.format
+    }
+    /// Grid size `(width, height, bin)`.
+    pub fn grid(&self) -> (usize, usize, usize) {
+        (self.binner.gw(), self.binner.gh(), self.binner.bin())
+    }
+    /// Private memory of the detector (model, grid, buffers), in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.binner.memory_bytes()
+            + self.model.memory_bytes()
+            + self.cur.len() * 4
+            + self.blobs.memory_bytes()
+            + self.images.iter().map(|i| i.luma.len()).sum::<usize>()
+    }
+    /// Times the model re-baselined after a whole-frame change (or a too busy frame).
+    pub fn rebaselines(&self) -> u64 {
+        self.rebaselines + self.busy
+    }
+    /// Global noise σ of a cell, in luma levels.
+    pub fn sigma(&self) -> f32 {
+        self.model.sigma()
+    }
+    /// Active tracks.
+    pub fn active_tracks(&self) -> usize {
+        self.tracker.active()
+    }
+    /// The outcome of the last processed frame.
+    pub fn last_outcome(&self) -> Option<Outcome> {
+        self.last
+    }
+
+    /// Reads a frame's luma in place into the grid. The only access to the
+    /// frame's bytes; validate the frame after this returns. False when the
+    /// payload is too short for the format (nothing is loaded).
+    pub fn load(&mut self, frame: &[u8]) -> bool {
+        self.loaded = self.binner.bin_frame(frame, &mut self.cur);
+        self.loaded
+    }
+
+    /// Processes the grid loaded by [`Detector::load`] (call only when the
+    /// frame validated); appends events of tracks that ended to `out`.
+    pub fn process(&mut self, frame_id: u64, capture_ns: u64, out: &mut Vec<EventRecord>) {
+        if !std::mem::take(&mut self.loaded) {
+            return;
+        }
+        let outcome = self.model.update(&self.cur);
+        self.last = Some(outcome);
+        self.dets.clear();
+        match outcome {
+            Outcome::Detect => {
+                let gw = self.binner.gw();
+                if self.blobs.find_blobs(&self.model.fg, &self.model.diff, gw) {
+                    let b = self.binner.bin() as f32;
+                    let bu = self.binner.bin() as u32;
+                    let area = b * b;
+                    for bl in &self.blobs.blobs {
+                        self.dets.push(Detection {
+                            x: bl.cx * b,
+                            y: bl.cy * b,
+                            bbox: [bl.x0 * bu, bl.y0 * bu, (bl.x1 - bl.x0) * bu, (bl.y1 - bl.y0) * bu],
+                            sum: bl.sum * area,
+                            peak: bl.peak,
+                        });
+                    }
+                } else {
+                    // Too much foreground to be objects: treat as a scene change.
+                    self.busy += 1;
+                }
+            }
+            Outcome::Rebaseline => {
+                self.rebaselines += 1;
+                // What was being tracked is no longer comparable.
+                self.tracker.flush(&mut self.finished);
+            }
+            Outcome::Warmup => {}
+        }
+        self.tracker.update(frame_id, capture_ns, &self.dets, &mut self.finished);
+        for &slot in &self.tracker.refresh {
+            for (o, &c) in self.images[slot].luma.iter_mut().zip(&self.cur) {
+                *o = c as u8;
+            }
+        }
+        self.drain(out);
+    }
+
+    fn drain(&mut self, out: &mut Vec<EventRecord>) {
+        for f in self.finished.drain(..) {
+            let image = f.snapshot.map(|s| {
+                self.tracker.release_snapshot_slot(s);
+                self.images[s].clone()
+            });
+            out.push(EventRecord::new(f, image));
+        }
+    }
+
+    /// Ends all tracks (producer gone, exit) and appends their events to `out`.
+    pub fn flush(&mut self, out: &mut Vec<EventRecord>) {
+        self.tracker.flush(&mut self.finished);
+        self.drain(out);
+    }
+
+    /// Flushes tracks and forgets the background (a new producer).
+    pub fn reset(&mut self, out: &mut Vec<EventRecord>) {
+        self.flush(out);
+        self.model.reset();
+        self.last = None;
+    }
+}
