@@ -381,6 +381,8 @@ class Supervisor:
         p = self.cfg["procs"][role]
         logf = open(self.rdir / f"{role}.log", "ab")
         env = dict(os.environ)
+        # Plain log files: tracing writes colour codes unless told not to.
+        env.setdefault("NO_COLOR", "1")
         env.update(p["env"])
         try:
             child = subprocess.Popen(

@@ -1,0 +1,267 @@
+//! `scripts/deploy.sh`: the dry-run commands for the example config (numactl
+//! and the taskset fallback), config errors, and a real start: processes
+//! pinned, a killed process restarted, `stop` leaving nothing behind. Also
+//! `scripts/monitor_memory.sh` and shellcheck of the operations scripts.
+#![forbid(unsafe_code)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use shmcast_e2e::{
+    Guard, bin, bin_dir, describe, pid_alive, proc_status_field, repo_root, require_tool, script, segment_path, signal,
+    unique_name, wait_for,
+};
+
+fn deploy(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(script("deploy.sh"));
+    cmd.args(args).env("SHMCAST_BIN_DIR", bin_dir());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run deploy.sh")
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn dry_run_prints_numactl_commands_for_the_example() {
+    require_tool("numactl");
+    let example = repo_root().join("deploy/example.toml");
+    let out = deploy(&["start", "--dry-run", example.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout(&out);
+    let b = bin_dir();
+    let expect = [
+        format!("numactl --physcpubind=0 --membind=0 -- {}/shmcast-producer --name cam0 ", b.display()),
+        "--source testsrc --width 1280 --height 720 --format rgb24 --fps 30 --slots 8 --metrics 127.0.0.1:9101 \
+         --events 5 --noise 2"
+            .to_string(),
+        format!("numactl --physcpubind=1 --membind=0 -- {}/shmcast-detect --name cam0 ", b.display()),
+        format!("numactl --physcpubind=1 --membind=0 -- {}/shmcast-rtsp --name cam0 ", b.display()),
+        "--listen 127.0.0.1:8554 --mount /cam0 --metrics 127.0.0.1:9103".to_string(),
+    ];
+    for e in &expect {
+        assert!(text.contains(e), "dry run lacks `{e}`:\n{text}");
+    }
+}
+
+#[test]
+fn dry_run_falls_back_to_taskset_and_node_binding() {
+    let dir = tempdir("dryrun");
+    let cfg = dir.join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[stream]\nname = \"x1\"\n[producer]\nnuma_node = 0\n[detect]\ncpus = \"0-1\"\n[rtsp]\nnuma_node = 0\ncpus = 1\n",
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let text = stdout(&deploy(&["start", "--dry-run", c], &[]));
+    assert!(text.contains("numactl --cpunodebind=0 --membind=0 -- "), "{text}");
+    assert!(text.contains("numactl --physcpubind=0-1 -- "), "{text}");
+    assert!(text.contains("numactl --physcpubind=1 --membind=0 -- "), "{text}");
+    let text = stdout(&deploy(&["start", "--dry-run", c], &[("SHMCAST_DEPLOY_NO_NUMACTL", "1")]));
+    // Node 0's CPUs come from sysfs for the producer.
+    let node0 = std::fs::read_to_string("/sys/devices/system/node/node0/cpulist").unwrap();
+    assert!(text.contains(&format!("taskset -c {} ", node0.trim())), "{text}");
+    assert!(text.contains("taskset -c 0-1 "), "{text}");
+    assert!(text.contains("taskset -c 1 "), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("numactl")), "{text}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn config_errors_are_one_clear_line() {
+    let dir = tempdir("badcfg");
+    for (body, msg) in [
+        ("[stream]\nname = \"bad name\"\n[producer]\n", "stream.name must match"),
+        ("[stream]\nname = \"ok\"\n[producer]\ncpus = \"zero\"\n", "producer.cpus must be a CPU list"),
+        ("[stream]\nname = \"ok\"\n", "no process to run"),
+        ("[stream]\nname = \"ok\"\n[producer]\nfps = \n", "not valid TOML"),
+        ("[stream]\nname = \"ok\"\nwidth = true\n[producer]\n", "stream.width: expected int"),
+        ("[stream]\nname = \"ok\"\n[prodcuer]\n", "unknown section(s) [prodcuer]"),
+    ] {
+        let cfg = dir.join("c.toml");
+        std::fs::write(&cfg, body).unwrap();
+        let out = deploy(&["start", "--dry-run", cfg.to_str().unwrap()], &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{body}: {}", describe(&out));
+        assert!(err.starts_with("deploy: error: ") && err.contains(msg), "{body}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+    let out = deploy(&["start", "/nonexistent.toml"], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"), "{}", describe(&out));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("e2e-deploy-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn status_json(cfg: &str, run_dir: &str) -> serde_json::Value {
+    let out = deploy(&["status", "--json", "--run-dir", run_dir, cfg], &[]);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status --json: {e}: {}", describe(&out)))
+}
+
+fn proc_pid(status: &serde_json::Value, role: &str) -> Option<u32> {
+    status["processes"][role]["pid"].as_u64().map(|p| p as u32)
+}
+
+#[test]
+fn start_pins_restarts_and_stops_cleanly() {
+    for b in ["shmcast-producer", "shmcast-detect", "shmcast-rtsp"] {
+        bin(b);
+    }
+    let name = unique_name("deploy");
+    let dir = tempdir("run");
+    let run_dir = dir.join("run");
+    let cfg = dir.join("pipeline.toml");
+    let rtsp_port = shmcast_e2e::free_port();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[stream]\nname = \"{name}\"\nwidth = 320\nheight = 240\nfps = 15\nslots = 4\n\
+             [run]\nbackoff_min = 0.2\nbackoff_max = 1.0\nstop_timeout = 5\n\
+             [producer]\nnuma_node = 0\ncpus = \"1\"\n\
+             [detect]\ncpus = \"0\"\nargs = [\"--events\", \"/dev/null\"]\n\
+             [rtsp]\ncpus = \"0-1\"\nlisten = \"127.0.0.1:{rtsp_port}\"\nmount = \"/t\"\n"
+        ),
+    )
+    .unwrap();
+    let (c, r) = (cfg.to_str().unwrap().to_string(), run_dir.to_str().unwrap().to_string());
+    let mut g = Guard::new();
+    g.segment(&name);
+    g.on_drop(&[script("deploy.sh").to_str().unwrap(), "stop", "--timeout", "3", "--run-dir", &r, &c]);
+    g.path(&dir);
+
+    let out = deploy(&["start", "--run-dir", &r, &c], &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let st = wait_for(Duration::from_secs(15), || {
+        let st = status_json(&c, &r);
+        ["producer", "detect", "rtsp"].iter().all(|p| proc_pid(&st, p).is_some()).then_some(st)
+    })
+    .unwrap_or_else(|| panic!("not all processes running: {}", status_json(&c, &r)));
+    let pids: Vec<(&str, u32)> =
+        ["producer", "detect", "rtsp"].iter().map(|p| (*p, proc_pid(&st, p).unwrap())).collect();
+    for (role, pid, want) in [("producer", pids[0].1, "1"), ("detect", pids[1].1, "0"), ("rtsp", pids[2].1, "0-1")] {
+        assert_eq!(proc_status_field(pid, "Cpus_allowed_list").as_deref(), Some(want), "{role} pid {pid} placement");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        assert!(String::from_utf8_lossy(&cmdline).contains(&format!("shmcast-{role}")), "pid {pid} is not {role}");
+    }
+    // The producer's segment appears.
+    wait_for(Duration::from_secs(10), || segment_path(&name).exists().then_some(()))
+        .unwrap_or_else(|| panic!("no segment; producer log:\n{}", log(&run_dir, "producer")));
+
+    // A crash (SIGKILL) is restarted with a new pid and counted; the others stay.
+    signal(pids[0].1, "KILL");
+    let st = wait_for(Duration::from_secs(15), || {
+        let st = status_json(&c, &r);
+        proc_pid(&st, "producer").filter(|p| *p != pids[0].1).map(|_| st)
+    })
+    .unwrap_or_else(|| panic!("producer not restarted: {}\n{}", status_json(&c, &r), log(&run_dir, "supervisor")));
+    assert_eq!(st["processes"]["producer"]["restarts"], 1, "{st}");
+    assert_eq!(st["processes"]["producer"]["last_exit"], "signal SIGKILL", "{st}");
+    let new_producer = proc_pid(&st, "producer").unwrap();
+    assert_eq!(proc_status_field(new_producer, "Cpus_allowed_list").as_deref(), Some("1"));
+    assert!(pid_alive(pids[1].1) && pid_alive(pids[2].1), "consumers must survive a producer crash");
+
+    // status (text) names each process.
+    let out = deploy(&["status", "--run-dir", &r, &c], &[]);
+    let text = stdout(&out);
+    assert!(out.status.success() && text.contains("producer") && text.contains("rtsp"), "{}", describe(&out));
+
+    // A second start is refused while running.
+    let out = deploy(&["start", "--run-dir", &r, &c], &[]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("already running"));
+
+    let out = deploy(&["stop", "--run-dir", &r, &c], &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    for pid in [new_producer, pids[1].1, pids[2].1] {
+        assert!(!pid_alive(pid), "pid {pid} still running after stop");
+    }
+    assert!(!segment_path(&name).exists(), "segment left after stop");
+    for f in ["supervisor.pid", "producer.pid", "detect.pid", "rtsp.pid"] {
+        assert!(!run_dir.join(f).exists(), "{f} left after stop");
+    }
+    // Status now says not running (exit 3).
+    let out = deploy(&["status", "--run-dir", &r, &c], &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+}
+
+fn log(run_dir: &Path, role: &str) -> String {
+    std::fs::read_to_string(run_dir.join(format!("{role}.log"))).unwrap_or_default()
+}
+
+#[test]
+fn stop_cleans_up_after_a_killed_supervisor() {
+    bin("shmcast-producer");
+    let name = unique_name("deploykill");
+    let dir = tempdir("kill");
+    let run_dir = dir.join("run");
+    let cfg = dir.join("p.toml");
+    std::fs::write(&cfg, format!("[stream]\nname = \"{name}\"\nwidth = 160\nheight = 120\n[producer]\n")).unwrap();
+    let (c, r) = (cfg.to_str().unwrap().to_string(), run_dir.to_str().unwrap().to_string());
+    let mut g = Guard::new();
+    g.segment(&name);
+    g.on_drop(&[script("deploy.sh").to_str().unwrap(), "stop", "--timeout", "3", "--run-dir", &r, &c]);
+    g.path(&dir);
+    let out = deploy(&["start", "--run-dir", &r, &c], &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let producer = wait_for(Duration::from_secs(10), || proc_pid(&status_json(&c, &r), "producer")).unwrap();
+    let sup: u32 = std::fs::read_to_string(run_dir.join("supervisor.pid")).unwrap().trim().parse().unwrap();
+    signal(sup, "KILL");
+    wait_for(Duration::from_secs(5), || (!pid_alive(sup)).then_some(())).unwrap();
+    assert!(pid_alive(producer));
+    signal(producer, "KILL"); // and the producer leaves a stale segment
+    wait_for(Duration::from_secs(5), || (!pid_alive(producer)).then_some(())).unwrap();
+    assert!(segment_path(&name).exists());
+    let out = deploy(&["stop", "--run-dir", &r, &c], &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!segment_path(&name).exists(), "stale segment left: {}", describe(&out));
+}
+
+#[test]
+fn monitor_memory_writes_csv_until_the_process_exits() {
+    let dir = tempdir("mon");
+    let csv = dir.join("m.csv");
+    let mut sleeper = Command::new("sleep").arg("1.5").spawn().unwrap();
+    let out = Command::new(script("monitor_memory.sh"))
+        .args(["--interval", "0.2", "--out", csv.to_str().unwrap(), &format!("sleeper={}", sleeper.id())])
+        .output()
+        .unwrap();
+    let _ = sleeper.wait();
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    for col in ["time_s", "label", "pid", "rss_kb", "pss_kb", "private_kb", "shared_kb", "anon_kb", "cpu_pct"] {
+        assert!(header.contains(&col), "column {col} missing: {header:?}");
+    }
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert!(rows.len() >= 3, "too few samples:\n{text}");
+    let rss = header.iter().position(|c| *c == "rss_kb").unwrap();
+    let pss = header.iter().position(|c| *c == "pss_kb").unwrap();
+    for r in &rows {
+        assert_eq!(r.len(), header.len(), "{r:?}");
+        assert_eq!(r[2], "sleeper");
+        assert!(r[rss].parse::<u64>().unwrap() > 0 && r[pss].parse::<u64>().unwrap() > 0, "{r:?}");
+    }
+    let bad = Command::new(script("monitor_memory.sh")).arg("notapid").output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", describe(&bad));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn operations_scripts_pass_shellcheck() {
+    require_tool("shellcheck");
+    let scripts: Vec<String> = ["demo.sh", "deploy.sh", "monitor_memory.sh", "soak.sh"]
+        .iter()
+        .map(|s| script(s).to_str().unwrap().to_string())
+        .collect();
+    let out = Command::new("shellcheck").args(&scripts).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+}
