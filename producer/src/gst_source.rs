@@ -101,8 +101,8 @@ pub fn run(c: &GstConfig<'_>, stop: &AtomicBool) -> anyhow::Result<()> {
     gst::init().context("cannot initialise GStreamer")?;
     check_name_free(c.name, c.create)?;
     let desc = describe(c);
-    tracing::info!(pipeline = %desc, "starting GStreamer pipeline");
     let element = gst::parse::launch(&desc).map_err(|e| anyhow!("cannot parse pipeline {:?}: {e}", c.pipeline))?;
+    tracing::info!(pipeline = %desc, "starting GStreamer pipeline");
     let pipeline = element
         .downcast::<gst::Pipeline>()
         .map_err(|_| anyhow!("pipeline {:?} did not parse into a pipeline", c.pipeline))?;
@@ -132,6 +132,7 @@ pub fn run(c: &GstConfig<'_>, stop: &AtomicBool) -> anyhow::Result<()> {
     let mut info: Option<gst_video::VideoInfo> = None;
     let mut frame_id = 0u64;
     let mut discont = false;
+    let (mut restarts, mut frames_at_restart) = (0u32, 0u64);
     let timeout = gst::ClockTime::from_mseconds(100);
     loop {
         if shmcast_common::should_stop(stop) || c.frames.is_some_and(|n| frame_id >= n) {
@@ -149,7 +150,16 @@ pub fn run(c: &GstConfig<'_>, stop: &AtomicBool) -> anyhow::Result<()> {
                     tracing::info!(frames = frame_id, "end of stream");
                     break;
                 }
-                restart(p)?;
+                // A seek does not rewind every source (videotestsrc's
+                // num-buffers, live sources): when one brought no frame, restart
+                // the whole pipeline; when that brings none either, give up.
+                let fresh = frame_id > frames_at_restart;
+                restarts = if fresh { 0 } else { restarts + 1 };
+                if restarts > 1 {
+                    bail!("the pipeline ended again right after a restart without producing a frame");
+                }
+                restart(p, restarts == 0)?;
+                frames_at_restart = frame_id;
                 discont = true;
             }
             continue;
@@ -213,10 +223,10 @@ pub fn run(c: &GstConfig<'_>, stop: &AtomicBool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Back to the start after EOS: a flushing seek, or for sources that cannot
-/// seek, a full restart of the pipeline.
-fn restart(p: &gst::Pipeline) -> anyhow::Result<()> {
-    if p.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT, gst::ClockTime::ZERO).is_ok() {
+/// Back to the start after EOS: a flushing seek (when `try_seek`), or else
+/// a full restart of the pipeline.
+fn restart(p: &gst::Pipeline, try_seek: bool) -> anyhow::Result<()> {
+    if try_seek && p.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT, gst::ClockTime::ZERO).is_ok() {
         tracing::info!("end of stream; looping (seek to start)");
         return Ok(());
     }

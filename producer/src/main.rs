@@ -231,6 +231,9 @@ fn run_testsrc(args: &Args, create: &CreateOptions, stop: &AtomicBool) -> anyhow
         events: args.events,
         fps: if fps == 0 { 30.0 } else { fps.into() },
     };
+    // The stream first: a name in use or a full /dev/shm fails before the
+    // (at large sizes, slow) background preparation.
+    let mut out = Output::create(&args.name, format, create)?;
     let (mut src, capped) = TestSrc::new(&format, &settings)?;
     if let Some(rate) = capped {
         tracing::warn!(
@@ -245,7 +248,6 @@ fn run_testsrc(args: &Args, create: &CreateOptions, stop: &AtomicBool) -> anyhow
         Some(p) => Some(TruthFile::create(p)?),
         None => None,
     };
-    let mut out = Output::create(&args.name, format, create)?;
     let mut pacer = Pacer::new(fps);
     let size = format.frame_size;
     let mut id = 0u64;

@@ -1,0 +1,629 @@
+//! Multi-process tests: the real `shmcast-producer` binary, read back by a
+//! `shm_proto::Reader` in the test process.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use shm_proto::stamp::decode_luma;
+use shm_proto::{Next, PixelFormat, ProducerStatus, Reader, ReaderOptions, Start};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shmcast-producer");
+
+/// A unique stream name for this test process.
+fn name(tag: &str) -> String {
+    format!("pt-{}-{tag}", std::process::id())
+}
+
+fn shm_path(name: &str) -> PathBuf {
+    shm_proto::segment::default_dir().join(format!("shmcast.{name}"))
+}
+
+/// Kills the producer and removes its segment even when a test fails.
+struct Producer {
+    child: Child,
+    name: String,
+    stderr: PathBuf,
+}
+
+impl Producer {
+    fn spawn(name: &str, args: &[&str]) -> Producer {
+        let stderr = std::env::temp_dir().join(format!("shmcast-{name}.stderr"));
+        let file = std::fs::File::create(&stderr).expect("create stderr file");
+        let child = Command::new(BIN)
+            .args(["--name", name])
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        Producer { child, name: name.to_string(), stderr }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("the `kill` command (procps) is needed to send signals");
+        assert!(st.success(), "kill -{sig} failed");
+    }
+
+    /// Waits for exit (bounded), returning the status.
+    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st;
+            }
+            if Instant::now() > deadline {
+                panic!("producer did not exit within {limit:?}; stderr:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(shm_path(&self.name));
+        for dir in shm_proto::os::hugetlbfs_mounts() {
+            let _ = std::fs::remove_file(dir.join(format!("shmcast.{}", self.name)));
+        }
+        let _ = std::fs::remove_file(&self.stderr);
+    }
+}
+
+/// Opens the stream as soon as it exists (bounded wait).
+fn open(p: &mut Producer, start: Start, limit: Duration) -> Reader {
+    let opts = ReaderOptions { start, ..Default::default() };
+    let deadline = Instant::now() + limit;
+    loop {
+        match Reader::open(&p.name, &opts) {
+            Ok(r) => return r,
+            Err(e) if e.is_transient() => {}
+            Err(e) => panic!("cannot open {}: {e}", p.name),
+        }
+        if let Some(st) = p.child.try_wait().expect("try_wait") {
+            panic!("producer exited ({st}) before its stream could be opened; stderr:\n{}", p.stderr());
+        }
+        if Instant::now() > deadline {
+            panic!("stream {} did not appear within {limit:?}; stderr:\n{}", p.name, p.stderr());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Runs the producer to completion, for error cases.
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"))
+}
+
+/// Where to read the stamp: (byte offset of the first luma sample, step).
+fn stamp_access(pixel: PixelFormat) -> (usize, usize) {
+    match pixel {
+        // R=G=B: decode the G channel.
+        PixelFormat::Rgb24 | PixelFormat::Bgr24 => (1, 3),
+        PixelFormat::Yuyv => (0, 2),
+        _ => (0, 1),
+    }
+}
+
+#[test]
+fn every_raw_format_reads_back_with_its_stamp() {
+    let (w, h) = (640u32, 360u32);
+    for pixel in PixelFormat::RAW {
+        let n = name(&format!("fmt-{pixel}"));
+        let ws = w.to_string();
+        let hs = h.to_string();
+        let mut p = Producer::spawn(
+            &n,
+            &[
+                "--format",
+                pixel.name(),
+                "--width",
+                &ws,
+                "--height",
+                &hs,
+                "--fps",
+                "60",
+                "--frames",
+                "40",
+                "--slots",
+                "64",
+                "--noise",
+                "4",
+                "--events",
+                "30",
+            ],
+        );
+        let mut r = open(&mut p, Start::Oldest, Duration::from_secs(10));
+        let fmt = *r.format();
+        assert_eq!((fmt.width, fmt.height, fmt.pixel), (w, h, pixel));
+        let (off, step) = stamp_access(pixel);
+        let stride = fmt.planes()[0].stride as usize;
+        let mut seen = 0u64;
+        let mut last_id = None;
+        loop {
+            match r.next(Duration::from_secs(5)) {
+                Next::Frame(f) => {
+                    let meta = *f.meta();
+                    let data = f.data();
+                    assert_eq!(meta.len, fmt.frame_size, "{pixel}");
+                    assert_eq!(data.len() as u64, fmt.frame_size, "{pixel}");
+                    let stamp = decode_luma(&data[off..], stride, step, w, h);
+                    let seq = f.seq();
+                    assert!(f.validate(), "{pixel}: overrun at 60 fps with 64 slots");
+                    let stamp =
+                        stamp.unwrap_or_else(|| panic!("{pixel}: frame {} has no readable stamp", meta.frame_id));
+                    assert_eq!(u64::from(stamp.frame_id), meta.frame_id, "{pixel}");
+                    assert_eq!(meta.frame_id, seq, "{pixel}: frame ids count from 0 like sequences");
+                    assert!(meta.capture_ns > 0 && meta.publish_ns >= meta.capture_ns, "{pixel}");
+                    last_id = Some(meta.frame_id);
+                    seen += 1;
+                }
+                Next::Timeout => panic!("{pixel}: no frame within 5 s; stderr:\n{}", p.stderr()),
+                Next::Gone(s) => {
+                    assert_eq!(s, ProducerStatus::Closed, "{pixel}");
+                    break;
+                }
+            }
+        }
+        assert_eq!(last_id, Some(39), "{pixel}");
+        assert!(seen >= 30, "{pixel}: read only {seen} of 40 frames");
+        assert!(p.wait(Duration::from_secs(10)).success(), "{pixel}: {}", p.stderr());
+        assert!(!shm_path(&n).exists(), "{pixel}: segment left behind");
+    }
+}
+
+#[test]
+fn gst_videotestsrc_reads_back_count_format_and_size() {
+    // i420 at 320x240: frame ids contiguous, every frame read.
+    let n = name("gst-i420");
+    let mut p = Producer::spawn(
+        &n,
+        &[
+            "--source",
+            "gst:videotestsrc pattern=ball",
+            "--format",
+            "i420",
+            "--width",
+            "320",
+            "--height",
+            "240",
+            "--frames",
+            "30",
+            "--slots",
+            "64",
+        ],
+    );
+    let mut r = open(&mut p, Start::Oldest, Duration::from_secs(20));
+    let fmt = *r.format();
+    assert_eq!((fmt.width, fmt.height, fmt.pixel), (320, 240, PixelFormat::I420));
+    assert_eq!(fmt.fps(), 30.0, "videotestsrc's own rate is carried in the header");
+    let mut ids = Vec::new();
+    loop {
+        match r.next(Duration::from_secs(5)) {
+            Next::Frame(f) => {
+                assert_eq!(f.meta().len, 320 * 240 * 3 / 2);
+                let y = f.plane(0).expect("Y plane");
+                let distinct = y.iter().fold([false; 256], |mut a, &v| {
+                    a[v as usize] = true;
+                    a
+                });
+                let id = f.meta().frame_id;
+                assert!(f.validate());
+                assert!(distinct.iter().filter(|&&b| b).count() > 2, "frame {id} looks empty");
+                ids.push(id);
+            }
+            Next::Timeout => panic!("no frame within 5 s; stderr:\n{}", p.stderr()),
+            Next::Gone(_) => break,
+        }
+    }
+    assert_eq!(ids, (0..30).collect::<Vec<u64>>(), "stderr:\n{}", p.stderr());
+    assert!(p.wait(Duration::from_secs(10)).success(), "{}", p.stderr());
+    assert!(!shm_path(&n).exists());
+}
+
+#[test]
+fn gst_honours_strides_for_widths_gstreamer_pads() {
+    // gray8 at width 322: GStreamer pads rows to 324 bytes; the ring's rows are
+    // 322. The SMPTE bars are constant down each column in the top half, so a
+    // row copied with the wrong stride would be shifted against row 0.
+    let n = name("gst-stride");
+    let mut p = Producer::spawn(
+        &n,
+        &[
+            "--source",
+            "gst:videotestsrc pattern=smpte",
+            "--format",
+            "gray8",
+            "--width",
+            "322",
+            "--height",
+            "240",
+            "--frames",
+            "5",
+            "--slots",
+            "8",
+        ],
+    );
+    let mut r = open(&mut p, Start::Oldest, Duration::from_secs(20));
+    let Next::Frame(f) = r.next(Duration::from_secs(10)) else { panic!("no frame; stderr:\n{}", p.stderr()) };
+    let data = f.data().to_vec();
+    assert!(f.validate());
+    let row = |y: usize| &data[y * 322..(y + 1) * 322];
+    for y in [1, 10, 50, 100] {
+        assert_eq!(row(y), row(0), "row {y} differs from row 0: stride not honoured");
+    }
+    assert!(p.wait(Duration::from_secs(10)).success(), "{}", p.stderr());
+}
+
+#[test]
+fn gst_mjpeg_is_carried_as_variable_size_frames() {
+    let n = name("gst-mjpeg");
+    let mut p = Producer::spawn(
+        &n,
+        &[
+            "--source",
+            "gst:videotestsrc pattern=ball",
+            "--format",
+            "mjpeg",
+            "--width",
+            "320",
+            "--height",
+            "240",
+            "--frames",
+            "10",
+            "--slots",
+            "16",
+        ],
+    );
+    let mut r = open(&mut p, Start::Oldest, Duration::from_secs(20));
+    assert_eq!(r.format().pixel, PixelFormat::Mjpeg);
+    let max = r.format().frame_size;
+    let mut n_frames = 0;
+    while let Next::Frame(f) = r.next(Duration::from_secs(5)) {
+        let d = f.data();
+        let len = f.meta().len;
+        let ok = d.len() as u64 == len && d.starts_with(&[0xFF, 0xD8]) && d.ends_with(&[0xFF, 0xD9]);
+        assert!(f.validate());
+        assert!(ok, "frame is not a whole JPEG ({len} bytes)");
+        assert!(len > 100 && len < max, "JPEG of {len} bytes (slot {max})");
+        n_frames += 1;
+    }
+    assert_eq!(n_frames, 10, "stderr:\n{}", p.stderr());
+    assert!(p.wait(Duration::from_secs(10)).success(), "{}", p.stderr());
+}
+
+#[test]
+fn gst_end_of_stream_exits_cleanly_and_loop_restarts() {
+    // num-buffers=5 ends the stream: exit 0 after 5 frames.
+    let n = name("gst-eos");
+    let mut p = Producer::spawn(
+        &n,
+        &["--source", "gst:videotestsrc num-buffers=5", "--format", "gray8", "--width", "160", "--height", "120"],
+    );
+    let st = p.wait(Duration::from_secs(20));
+    assert!(st.success(), "EOS must exit 0: {st}; stderr:\n{}", p.stderr());
+    assert!(p.stderr().contains("end of stream"), "{}", p.stderr());
+    assert!(!shm_path(&n).exists());
+    drop(p);
+
+    // With --loop the same source keeps going past its 5 buffers.
+    let n = name("gst-loop");
+    let mut p = Producer::spawn(
+        &n,
+        &[
+            "--source",
+            "gst:videotestsrc num-buffers=5",
+            "--loop",
+            "--format",
+            "gray8",
+            "--width",
+            "160",
+            "--height",
+            "120",
+            "--frames",
+            "12",
+            "--fps",
+            "0",
+        ],
+    );
+    let st = p.wait(Duration::from_secs(30));
+    assert!(st.success(), "{st}; stderr:\n{}", p.stderr());
+    assert!(p.stderr().contains("looping"), "{}", p.stderr());
+    assert!(p.stderr().contains("frames=12"), "{}", p.stderr());
+}
+
+#[test]
+fn paces_at_30_fps_logs_stats_and_stops_on_sigterm() {
+    let n = name("pace");
+    let truth = std::env::temp_dir().join(format!("{n}.truth.jsonl"));
+    let mut p = Producer::spawn(
+        &n,
+        &[
+            "--format",
+            "gray8",
+            "--width",
+            "320",
+            "--height",
+            "240",
+            "--fps",
+            "30",
+            "--events",
+            "100",
+            "--truth",
+            truth.to_str().unwrap(),
+        ],
+    );
+    let started = Instant::now();
+    let mut r = open(&mut p, Start::Next, Duration::from_secs(10));
+    // Skip start-up, then count frames over 3 s of their publish times.
+    let (mut first, mut last, mut count) = (None, 0u64, 0u64);
+    let window = 3_000_000_000u64;
+    while let Next::Frame(f) = r.next(Duration::from_secs(2)) {
+        let t = f.meta().publish_ns;
+        let lost = f.lost_before();
+        assert!(f.validate());
+        let t0 = *first.get_or_insert(t);
+        if t - t0 > window {
+            break;
+        }
+        if count > 0 {
+            assert_eq!(lost, 0, "a reader keeping up loses nothing");
+        }
+        count += 1;
+        last = t;
+    }
+    let secs = (last - first.expect("frames")) as f64 / 1e9;
+    let rate = (count - 1) as f64 / secs;
+    assert!((27.0..=33.0).contains(&rate), "rate {rate:.2} fps over {secs:.2} s ({count} frames)");
+    // Wait past the first 5-second stats line.
+    while started.elapsed() < Duration::from_millis(5600) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    p.signal("TERM");
+    let st = p.wait(Duration::from_secs(10));
+    assert!(st.success(), "SIGTERM must exit 0, got {st}; stderr:\n{}", p.stderr());
+    assert!(!shm_path(&n).exists(), "segment left in /dev/shm after SIGTERM");
+    match r.next(Duration::from_secs(2)) {
+        Next::Gone(s) => assert_eq!(s, ProducerStatus::Closed),
+        Next::Frame(_) | Next::Timeout => {
+            // Frames still queued for this reader: drain, then it must be closed.
+            let mut gone = false;
+            for _ in 0..64 {
+                if let Next::Gone(s) = r.next(Duration::from_secs(2)) {
+                    assert_eq!(s, ProducerStatus::Closed);
+                    gone = true;
+                    break;
+                }
+            }
+            assert!(gone, "reader never saw the stream closed");
+        }
+    }
+    let err = p.stderr();
+    assert!(err.contains("stats") && err.contains("fps=") && err.contains("rss_mib="), "no stats line:\n{err}");
+    assert!(err.contains("status band") && err.contains("mask=0,0,320,"), "no band line:\n{err}");
+    // The truth file is complete: every line a whole JSON object.
+    let text = std::fs::read_to_string(&truth).expect("truth file");
+    assert!(text.is_empty() || text.ends_with('\n'));
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"));
+        assert!(v["type"] == "meteor" || v["type"] == "motion", "{line}");
+    }
+    let _ = std::fs::remove_file(&truth);
+}
+
+/// Ground truth lines without the timing fields.
+fn truth_without_times(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).expect("truth file");
+    text.lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}"));
+            let o = v.as_object_mut().expect("object");
+            assert!(o["start_capture_ns"].as_u64().unwrap() <= o["end_capture_ns"].as_u64().unwrap());
+            o.remove("start_capture_ns");
+            o.remove("end_capture_ns");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn truth_is_well_formed_and_deterministic_for_a_seed() {
+    let run_once = |tag: &str, seed: &str, format: &str| {
+        let n = name(tag);
+        let truth = std::env::temp_dir().join(format!("{n}.jsonl"));
+        let out = run(&[
+            "--name",
+            &n,
+            "--format",
+            format,
+            "--width",
+            "320",
+            "--height",
+            "240",
+            "--fps",
+            "0",
+            "--frames",
+            "3000",
+            "--events",
+            "10",
+            "--seed",
+            seed,
+            "--noise",
+            "3",
+            "--truth",
+            truth.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(!shm_path(&n).exists());
+        let v = truth_without_times(&truth);
+        let _ = std::fs::remove_file(&truth);
+        v
+    };
+    let a = run_once("truth-a", "7", "gray8");
+    let b = run_once("truth-b", "7", "rgb24");
+    let c = run_once("truth-c", "8", "gray8");
+    assert_eq!(a, b, "same seed, same events (whatever the pixel format)");
+    assert_ne!(a, c, "another seed, other events");
+    assert!(a.len() >= 10, "only {} events in 3000 frames at 10/1000", a.len());
+    let band_h = shmcast_producer::status_band(320, 240).3 as u64;
+    let mut prev_end = None;
+    for v in &a {
+        let (s, e) = (v["start_frame"].as_u64().unwrap(), v["end_frame"].as_u64().unwrap());
+        assert!(s <= e && e < 3000, "{v}");
+        assert_eq!(v["frames"].as_u64().unwrap(), e - s + 1);
+        if let Some(p) = prev_end {
+            assert!(s > p, "events overlap: {v}");
+        }
+        prev_end = Some(e);
+        let bbox: Vec<u64> = v["bbox"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+        assert!(bbox[1] >= band_h, "event inside the status band: {v}");
+        assert!(bbox[0] + bbox[2] <= 320 && bbox[1] + bbox[3] <= 240, "{v}");
+        assert!(v["peak"].as_u64().unwrap() >= 130, "{v}");
+        match v["type"].as_str().unwrap() {
+            "meteor" => assert!((3..=15).contains(&(e - s + 1)), "{v}"),
+            "motion" => assert!(!v["truncated"].as_bool().unwrap() || e == 2999, "{v}"),
+            other => panic!("unknown type {other}"),
+        }
+    }
+}
+
+fn assert_fails(args: &[&str], code: i32, needle: &str, n: &str) {
+    let out = run(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: stderr:\n{err}");
+    assert!(err.contains(needle), "{args:?}: expected {needle:?} in:\n{err}");
+    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
+    if code == 1 {
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.starts_with("shmcast-producer: error: "), "{args:?}: last line {last:?}");
+    }
+    assert!(!shm_path(n).exists(), "{args:?} left {} behind", shm_path(n).display());
+}
+
+#[test]
+fn errors_give_one_line_a_nonzero_exit_and_leave_nothing() {
+    let n = name("err");
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["--source", "foo"], 1, "unknown source"),
+        (&["--source", "gst:this_is_not_an_element"], 1, "no element"),
+        (&["--source", "gst:videotestsrc ! ! ("], 1, "cannot parse pipeline"),
+        (&["--source", "gst:filesrc location=/nonexistent/x.mp4 ! decodebin"], 1, "Resource not found"),
+        (&["--source", "v4l2:/dev/video-nonexistent-99"], 1, "no such device"),
+        (&["--source", "v4l2:/dev/null"], 1, "not a V4L2 device"),
+        (&["--source", "v4l2:"], 1, "needs a device path"),
+        (&["--format", "mjpeg"], 1, "raw formats only"),
+        (&["--format", "rgb48"], 2, "unknown pixel format"),
+        (&["--width", "100000"], 1, "out of range"),
+        (&["--width", "0"], 1, "out of range"),
+        (&["--format", "nv12", "--width", "641"], 1, "even width"),
+        (&["--slots", "3"], 1, "slot count 3"),
+        (&["--width", "16384", "--height", "16384", "--slots", "256"], 1, "free"),
+        (&["--noise=-1"], 1, "--noise"),
+        (&["--source", "gst:videotestsrc", "--events", "3"], 1, "testsrc only"),
+    ];
+    for (extra, code, needle) in cases {
+        let mut args = vec!["--name", n.as_str(), "--frames", "3"];
+        args.extend_from_slice(extra);
+        assert_fails(&args, *code, needle, &n);
+    }
+    assert_fails(&["--name", "bad/name", "--frames", "3"], 1, "contains '/'", "bad");
+}
+
+#[test]
+fn a_name_in_use_is_refused_and_the_owner_keeps_running() {
+    let n = name("inuse");
+    let mut owner = Producer::spawn(&n, &["--format", "gray8", "--width", "160", "--height", "120", "--fps", "50"]);
+    let mut r = open(&mut owner, Start::Next, Duration::from_secs(10));
+    assert!(matches!(r.next(Duration::from_secs(5)), Next::Frame(_)));
+    for source in ["testsrc", "gst:videotestsrc"] {
+        let out = run(&["--name", &n, "--source", source, "--frames", "3"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("in use by a live producer"), "{err}");
+    }
+    let epoch = r.epoch();
+    let head = r.head();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(r.head() > head, "the owner stopped producing");
+    assert_eq!(r.epoch(), epoch);
+    assert!(shm_path(&n).exists());
+    owner.signal("INT");
+    assert!(owner.wait(Duration::from_secs(10)).success(), "SIGINT must exit 0: {}", owner.stderr());
+    assert!(!shm_path(&n).exists());
+}
+
+#[test]
+fn hugepages_and_mlock_with_reserved_pages() {
+    let mounts = shm_proto::os::hugetlbfs_mounts();
+    let (size, free) = shm_proto::os::hugepages();
+    assert!(
+        !mounts.is_empty() && free >= 8,
+        "huge pages are not set up (hugetlbfs mounts {mounts:?}, {free} free pages of {size} bytes): \
+         run as root `source scripts/hugepages.sh && hugepages_reserve 160` before this test \
+         (scripts/test.sh does) and `hugepages_release` after"
+    );
+    let n = name("huge");
+    let mut p = Producer::spawn(
+        &n,
+        &[
+            "--format",
+            "gray8",
+            "--width",
+            "640",
+            "--height",
+            "480",
+            "--slots",
+            "4",
+            "--fps",
+            "30",
+            "--hugepages",
+            "--mlock",
+        ],
+    );
+    let mut r = open(&mut p, Start::Next, Duration::from_secs(10));
+    let info = r.info();
+    assert!(info.hugepages, "header does not say huge pages");
+    assert!(
+        mounts.iter().any(|m| info.path.starts_with(m)),
+        "segment {} is not on hugetlbfs {mounts:?}",
+        info.path.display()
+    );
+    assert!(!shm_path(&n).exists(), "a huge-page segment must not be in /dev/shm");
+    let mut got = 0;
+    while got < 10 {
+        match r.next(Duration::from_secs(5)) {
+            Next::Frame(f) => {
+                let s = decode_luma(f.data(), 640, 1, 640, 480);
+                let id = f.meta().frame_id;
+                assert!(f.validate());
+                assert_eq!(s.map(|s| u64::from(s.frame_id)), Some(id));
+                got += 1;
+            }
+            _ => panic!("no frames from the huge-page stream; stderr:\n{}", p.stderr()),
+        }
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap_or_default();
+    let locked_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmLck:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(p.stderr().contains("mlock=true"), "{}", p.stderr());
+    let path = info.path.clone();
+    p.signal("TERM");
+    assert!(p.wait(Duration::from_secs(10)).success(), "{}", p.stderr());
+    assert!(!path.exists(), "huge-page segment left behind");
+    eprintln!("huge-page stream ok: {} ({locked_kb} KiB locked as reported by VmLck)", path.display());
+}
