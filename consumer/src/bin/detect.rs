@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use shm_proto::{Event, Follower, ProducerStatus, ReaderOptions, VideoFormat};
+use shm_proto::{Event, Follower, ProducerStatus, ReaderOptions, Start, VideoFormat};
 use shmcast_common::metrics::{self, Histogram};
 use shmcast_consumer::detect::mqtt::{MqttConfig, MqttStats, Publisher};
 use shmcast_consumer::detect::{Config, Detector, EventRecord, Rect, Summary, snapshot};
@@ -48,6 +48,11 @@ struct Args {
     /// Fail if no producer appears within SECS (default: wait forever).
     #[arg(long, value_name = "SECS")]
     attach_timeout: Option<f64>,
+
+    /// Where to start in the ring when first attaching: `oldest` (every frame
+    /// still in the ring) or `next` (only frames published from now on).
+    #[arg(long, default_value = "oldest", value_parser = ["oldest", "next"])]
+    start: String,
 
     /// Stop after processing N frames.
     #[arg(long, value_name = "N")]
@@ -244,7 +249,8 @@ fn run() -> anyhow::Result<()> {
     let mut sink = Sink { out, snapshots: args.snapshots.clone(), mqtt, count: 0, name: args.name.clone() };
 
     let m = Metrics::register();
-    let mut follower = Follower::new(&args.name, ReaderOptions::default())
+    let start = if args.start == "next" { Start::Next } else { Start::Oldest };
+    let mut follower = Follower::new(&args.name, ReaderOptions { start, ..ReaderOptions::default() })
         .with_context(|| format!("invalid stream name {:?}", args.name))?;
     let started = Instant::now();
     let mut detector: Option<Detector> = None;

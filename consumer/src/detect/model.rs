@@ -21,8 +21,12 @@ pub struct ModelParams {
     pub k_weak: f32,
     /// Mean learning rate for background cells.
     pub alpha: f32,
-    /// Mean learning rate for foreground cells (slow: a stopped object fades in).
+    /// Mean learning rate for foreground cells. Zero by default: a slow
+    /// object that the model partly learnt would leave a ghost behind it.
     pub alpha_fg: f32,
+    /// Frames a cell may stay foreground before it is taken into the
+    /// background at once (a parked car, a new light), so such changes end.
+    pub absorb_frames: u16,
     /// Variance learning rate.
     pub alpha_var: f32,
     /// Smallest σ of a cell mean, in luma levels (clean synthetic sources have none).
@@ -40,7 +44,8 @@ impl Default for ModelParams {
             k_strong: 6.0,
             k_weak: 3.5,
             alpha: 0.03,
-            alpha_fg: 0.002,
+            alpha_fg: 0.0,
+            absorb_frames: 300,
             alpha_var: 0.01,
             min_sigma: 1.0,
             warmup: 8,
@@ -71,12 +76,23 @@ struct Kernel {
     a_bg: f32,
     a_fg: f32,
     a_var: f32,
+    absorb: u16,
 }
 
 impl Kernel {
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn cell(&self, x: f32, mean: &mut f32, var: &mut f32, diff: &mut f32, fg: &mut u8, act: u8, acc: &mut Acc) {
+    fn cell(
+        &self,
+        x: f32,
+        mean: &mut f32,
+        var: &mut f32,
+        age: &mut u16,
+        diff: &mut f32,
+        fg: &mut u8,
+        act: u8,
+        acc: &mut Acc,
+    ) {
         let m = *mean;
         let dm = x - m;
         let d = dm - self.g;
@@ -88,7 +104,12 @@ impl Kernel {
         *diff = d;
         let is_bg = 1 - weak;
         let a = if weak != 0 { self.a_fg } else { self.a_bg };
-        *mean = m + a * dm;
+        // Foreground age: +1 while foreground, 0 otherwise; past `absorb`
+        // the cell's value becomes the background at once.
+        let new_age = age.saturating_add(1) * u16::from(weak);
+        let absorb = new_age > self.absorb;
+        *age = if absorb { 0 } else { new_age };
+        *mean = if absorb { x } else { m + a * dm };
         // Squared differences are clipped so one outlier cannot blow up σ.
         let clipped = d2.min(self.kw2 * v);
         *var += self.a_var * f32::from(is_bg) * (clipped - *var);
@@ -120,6 +141,8 @@ pub struct Model {
     p: ModelParams,
     mean: Vec<f32>,
     var: Vec<f32>,
+    /// Consecutive frames each cell has been foreground.
+    age: Vec<u16>,
     /// Signed difference of the last frame to the background (global offset removed).
     pub diff: Vec<f32>,
     /// Foreground map of the last frame: 0, [`WEAK`] or [`STRONG`].
@@ -143,6 +166,7 @@ impl Model {
             p,
             mean: vec![0.0; cells],
             var: vec![0.0; cells],
+            age: vec![0; cells],
             diff: vec![0.0; cells],
             fg: vec![0; cells],
             active: vec![1; cells],
@@ -156,7 +180,7 @@ impl Model {
 
     /// Bytes of private memory the model holds.
     pub fn memory_bytes(&self) -> usize {
-        self.mean.len() * (4 + 4 + 4 + 1 + 1)
+        self.mean.len() * (4 + 4 + 2 + 4 + 1 + 1)
     }
 
     /// Sets the active map (1 = detect, 0 = masked).
@@ -171,6 +195,7 @@ impl Model {
         self.settle = 0;
         self.global_var = 0.0;
         self.fg.fill(0);
+        self.age.fill(0);
         self.fg_count = 0;
     }
 
@@ -244,24 +269,27 @@ impl Model {
             },
             a_fg: if self.settle > 0 { 1.0 / (SETTLE + 2 - self.settle) as f32 } else { self.p.alpha_fg },
             a_var: self.p.alpha_var,
+            absorb: self.p.absorb_frames,
         };
         let mut acc = [Acc::default(); LANES];
         let chunks = cur
             .chunks_exact(LANES)
             .zip(self.mean.chunks_exact_mut(LANES))
             .zip(self.var.chunks_exact_mut(LANES))
+            .zip(self.age.chunks_exact_mut(LANES))
             .zip(self.diff.chunks_exact_mut(LANES))
             .zip(self.fg.chunks_exact_mut(LANES))
             .zip(self.active.chunks_exact(LANES));
-        for (((((c, m), v), d), f), a) in chunks {
+        for ((((((c, m), v), g), d), f), a) in chunks {
             for l in 0..LANES {
-                k.cell(c[l], &mut m[l], &mut v[l], &mut d[l], &mut f[l], a[l], &mut acc[l]);
+                k.cell(c[l], &mut m[l], &mut v[l], &mut g[l], &mut d[l], &mut f[l], a[l], &mut acc[l]);
             }
         }
         #[allow(clippy::needless_range_loop)]
         for i in tail..n {
-            let (m, v, d, f) = (&mut self.mean[i], &mut self.var[i], &mut self.diff[i], &mut self.fg[i]);
-            k.cell(cur[i], m, v, d, f, self.active[i], &mut acc[0]);
+            let (m, v, g) = (&mut self.mean[i], &mut self.var[i], &mut self.age[i]);
+            let (d, f) = (&mut self.diff[i], &mut self.fg[i]);
+            k.cell(cur[i], m, v, g, d, f, self.active[i], &mut acc[0]);
         }
         let fg_count: u32 = acc.iter().map(|a| a.fg).sum();
         let bg_sum: f32 = acc.iter().map(|a| a.bg_sum).sum();
