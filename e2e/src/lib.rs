@@ -104,7 +104,7 @@ pub fn pid_alive(pid: u32) -> bool {
 
 /// Sends a signal with `kill(1)` (tests stay free of unsafe code).
 pub fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status();
+    let _ = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).stderr(Stdio::null()).status();
 }
 
 /// A field of `/proc/PID/status`, e.g. `Cpus_allowed_list`.
