@@ -212,7 +212,10 @@ fn gst_videotestsrc_reads_back_count_format_and_size() {
     loop {
         match r.next(Duration::from_secs(5)) {
             Next::Frame(f) => {
-                assert_eq!(f.meta().len, 320 * 240 * 3 / 2);
+                let m = *f.meta();
+                assert_eq!(m.len, 320 * 240 * 3 / 2);
+                assert!(m.capture_ns <= m.publish_ns, "captured after publish: {m:?}");
+                assert!(m.publish_ns - m.capture_ns < 1_000_000_000, "capture time 1 s old: {m:?}");
                 let y = f.plane(0).expect("Y plane");
                 let distinct = y.iter().fold([false; 256], |mut a, &v| {
                     a[v as usize] = true;
@@ -543,8 +546,13 @@ fn errors_give_one_line_a_nonzero_exit_and_leave_nothing() {
 #[test]
 fn a_name_in_use_is_refused_and_the_owner_keeps_running() {
     let n = name("inuse");
-    let mut owner = Producer::spawn(&n, &["--format", "gray8", "--width", "160", "--height", "120", "--fps", "50"]);
+    let mut owner = Producer::spawn(
+        &n,
+        &["--format", "gray8", "--width", "160", "--height", "120", "--fps", "50", "--mode", "0604"],
+    );
     let mut r = open(&mut owner, Start::Next, Duration::from_secs(10));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(shm_path(&n)).unwrap().permissions());
+    assert_eq!(mode & 0o7777, 0o604, "--mode not applied");
     assert!(matches!(r.next(Duration::from_secs(5)), Next::Frame(_)));
     for source in ["testsrc", "gst:videotestsrc"] {
         let out = run(&["--name", &n, "--source", source, "--frames", "3"]);
