@@ -684,8 +684,13 @@ def cmd_status(cfg: dict, rdir: Path, as_json: bool) -> int:
             up = fmt_duration(r["uptime_s"]) if r["uptime_s"] is not None else "-"
             print(f"  {role:<9} {r['pid'] or '-':>8} {up:>8} {r['restarts']:>8}  {r['cpus_allowed'] or '-':<8} "
                   f"{r['last_exit'] or '-'}")
-        if inspect is not None:
-            print(f"  segment: {json.dumps(inspect)}")
+        if inspect is not None and "error" in inspect:
+            print(f"  segment: {inspect['error']}")
+        elif inspect is not None:
+            i = inspect
+            print(f"  segment: {i.get('state')}, producer pid {i.get('pid')}, {i.get('width')}x{i.get('height')} "
+                  f"{i.get('format')}, {i.get('fps')} fps, {i.get('slots')} slots, head {i.get('head')}, "
+                  f"heartbeat {i.get('heartbeat_age_ms')} ms ago ({i.get('path', '')})")
     return 0 if sup_alive else 3
 
 
