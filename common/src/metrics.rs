@@ -509,6 +509,14 @@ mod tests {
         let big = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(100_000));
         let mut s = TcpStream::connect(local).unwrap();
         let _ = s.write_all(big.as_bytes());
+        // A client that connects and sends nothing does not hold up others:
+        // a scrape is answered while it is still connected.
+        let mut idle = TcpStream::connect(local).unwrap();
+        assert!(get("GET /metrics HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 200 OK\r\n"));
+        idle.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 1];
+        let still_open = matches!(idle.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        assert!(still_open, "the idle connection was answered or closed before the scrape");
         let err = serve(local).unwrap_err().to_string();
         assert!(err.contains("cannot serve metrics on") && err.contains("choose another --metrics port"), "{err}");
     }
