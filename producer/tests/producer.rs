@@ -270,6 +270,52 @@ fn gst_honours_strides_for_widths_gstreamer_pads() {
 }
 
 #[test]
+fn gst_every_raw_format_with_padded_strides() {
+    // Width 162: GStreamer pads rgb rows to 488 bytes, gray/Y rows to 164, I420
+    // chroma to 84; the ring's rows are tight. SMPTE bars are constant down each
+    // column in the top half, so every plane's rows there must be identical.
+    for pixel in PixelFormat::RAW {
+        let n = name(&format!("gst-{pixel}"));
+        let mut p = Producer::spawn(
+            &n,
+            &[
+                "--source",
+                "gst:videotestsrc pattern=smpte",
+                "--format",
+                pixel.name(),
+                "--width",
+                "162",
+                "--height",
+                "120",
+                "--frames",
+                "3",
+                "--slots",
+                "4",
+            ],
+        );
+        let mut r = open(&mut p, Start::Oldest, Duration::from_secs(20));
+        let fmt = *r.format();
+        assert_eq!((fmt.width, fmt.height, fmt.pixel), (162, 120, pixel));
+        let Next::Frame(f) = r.next(Duration::from_secs(10)) else { panic!("{pixel}: no frame; {}", p.stderr()) };
+        assert_eq!(f.meta().len, fmt.frame_size, "{pixel}");
+        let data = f.data().to_vec();
+        assert!(f.validate());
+        for (i, pl) in fmt.planes().iter().enumerate() {
+            let row = |y: usize| {
+                let o = pl.offset as usize + y * pl.stride as usize;
+                &data[o..o + pl.row_bytes as usize]
+            };
+            for y in 1..pl.rows as usize / 2 {
+                assert_eq!(row(y), row(0), "{pixel}: plane {i} row {y} differs from row 0 (stride not honoured)");
+            }
+            let distinct = row(0).windows(2).filter(|w| w[0] != w[1]).count();
+            assert!(distinct >= 3, "{pixel}: plane {i} shows no bars");
+        }
+        assert!(p.wait(Duration::from_secs(10)).success(), "{pixel}: {}", p.stderr());
+    }
+}
+
+#[test]
 fn gst_mjpeg_is_carried_as_variable_size_frames() {
     let n = name("gst-mjpeg");
     let mut p = Producer::spawn(
