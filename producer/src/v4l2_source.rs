@@ -224,3 +224,51 @@ fn driver_time(flags: Flags, ts: Duration, arrival: u64) -> u64 {
     let behind = now_mono.saturating_sub(ts);
     arrival.saturating_sub(behind)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A V4L2 single-planar buffer with padded rows (as drivers deliver them)
+    /// lands tightly packed in the slot, plane by plane.
+    #[test]
+    fn copies_padded_rows_of_every_raw_format() {
+        for pixel in PixelFormat::RAW {
+            let fmt = VideoFormat::new(6, 4, pixel, 30, 1).unwrap();
+            let tight = fmt.planes()[0].stride as usize;
+            let bpl = tight + 8;
+            let mut data = Vec::new();
+            for (i, p) in fmt.planes().iter().enumerate() {
+                let src_stride = bpl * p.stride as usize / tight;
+                for y in 0..p.rows as usize {
+                    let mut row = vec![0xEEu8; src_stride];
+                    for (x, b) in row[..p.row_bytes as usize].iter_mut().enumerate() {
+                        *b = (i * 64 + y * 8 + x) as u8;
+                    }
+                    data.extend_from_slice(&row);
+                }
+            }
+            let mut slot = vec![0u8; fmt.frame_size as usize];
+            copy_raw(&mut slot, &fmt, &data, bpl);
+            for (i, p) in fmt.planes().iter().enumerate() {
+                for y in 0..p.rows as usize {
+                    for x in 0..p.row_bytes as usize {
+                        let got = slot[p.offset as usize + y * p.stride as usize + x];
+                        assert_eq!(got, (i * 64 + y * 8 + x) as u8, "{pixel} plane {i} ({x},{y})");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn driver_timestamps_map_to_realtime() {
+        let arrival = shm_proto::os::realtime_ns();
+        let mono = Duration::from_nanos(shm_proto::os::monotonic_ns() - 5_000_000);
+        let t = driver_time(Flags::TIMESTAMP_MONOTONIC, mono, arrival);
+        let behind = arrival - t;
+        assert!((4_000_000..1_000_000_000).contains(&behind), "{behind}");
+        assert_eq!(driver_time(Flags::TIMESTAMP_COPY, mono, arrival), arrival);
+        assert_eq!(driver_time(Flags::TIMESTAMP_MONOTONIC, Duration::ZERO, arrival), arrival);
+    }
+}
