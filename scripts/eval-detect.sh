@@ -65,10 +65,10 @@ cleanup() {
 trap cleanup EXIT
 
 echo "eval-detect: ${WIDTH}x${HEIGHT} $FORMAT noise $NOISE events $EVENTS/1000 seed $SEED frames $FRAMES fps $FPS slots $SLOTS mask 0,0,$WIDTH,$BAND -> $OUT"
+rm -f "$OUT/events.jsonl" "$OUT/truth.jsonl" # --events appends
 "$BIN_DIR/shmcast-detect" --name "$NAME" --mask "0,0,$WIDTH,$BAND" --exit-on-close --attach-timeout 30 \
   --events "$OUT/events.jsonl" --log-level warn 2>"$OUT/detect.log" &
 DET_PID=$!
-rm -f "$OUT/events.jsonl.tmp"
 "$BIN_DIR/shmcast-producer" --name "$NAME" --source testsrc --width "$WIDTH" --height "$HEIGHT" --format "$FORMAT" \
   --fps "$FPS" --noise "$NOISE" --events "$EVENTS" --truth "$OUT/truth.jsonl" --seed "$SEED" --frames "$FRAMES" \
   --slots "$SLOTS" --log-level warn 2>"$OUT/producer.log"

@@ -10,7 +10,7 @@
 //! too busy (the caller treats it like a whole-frame change).
 #![forbid(unsafe_code)]
 
-use super::model::STRONG;
+use super::model::{LEVEL, MOVING, STRONG};
 
 /// One component, in grid cells.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -19,6 +19,8 @@ pub struct Blob {
     pub cells: u32,
     /// Cells above the strong threshold.
     pub strong: u32,
+    /// Cells that changed since the previous frame.
+    pub moving: u32,
     /// Bounding box, inclusive-exclusive: `x0..x1`, `y0..y1`.
     pub x0: u32,
     /// See `x0`.
@@ -47,6 +49,7 @@ impl Blob {
         self.sum = s;
         self.cells += o.cells;
         self.strong += o.strong;
+        self.moving += o.moving;
         self.x0 = self.x0.min(o.x0);
         self.y0 = self.y0.min(o.y0);
         self.x1 = self.x1.max(o.x1);
@@ -203,7 +206,8 @@ impl Blobs {
                 }
                 let w = diff[base + x as usize].abs();
                 b.cells += 1;
-                b.strong += u32::from(v == STRONG);
+                b.strong += u32::from(v & LEVEL == STRONG);
+                b.moving += u32::from(v & MOVING != 0);
                 b.sum += w;
                 sx += w * (x as f32 + 0.5);
                 sy += w * (r.y as f32 + 0.5);

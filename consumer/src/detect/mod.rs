@@ -234,6 +234,8 @@ impl Detector {
                             bbox: [bl.x0 * bu, bl.y0 * bu, (bl.x1 - bl.x0) * bu, (bl.y1 - bl.y0) * bu],
                             sum: bl.sum * area,
                             peak: bl.peak,
+                            // A couple of changing cells: not just noise on a still region.
+                            moving: bl.moving >= 2,
                         });
                     }
                 } else {

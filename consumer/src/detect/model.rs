@@ -24,8 +24,10 @@ pub struct ModelParams {
     /// Mean learning rate for foreground cells. Zero by default: a slow
     /// object that the model partly learnt would leave a ghost behind it.
     pub alpha_fg: f32,
-    /// Frames a cell may stay foreground before it is taken into the
-    /// background at once (a parked car, a new light), so such changes end.
+    /// Frames a cell may stay foreground while its value holds still before
+    /// it is taken into the background at once: a parked car, a new light, or
+    /// the ghost of something that was there while the model was learning.
+    /// Moving objects keep changing the cells they cover and are not absorbed.
     pub absorb_frames: u16,
     /// Variance learning rate.
     pub alpha_var: f32,
@@ -45,7 +47,7 @@ impl Default for ModelParams {
             k_weak: 3.5,
             alpha: 0.03,
             alpha_fg: 0.0,
-            absorb_frames: 300,
+            absorb_frames: 45,
             alpha_var: 0.01,
             min_sigma: 1.0,
             warmup: 8,
@@ -88,6 +90,7 @@ impl Kernel {
         mean: &mut f32,
         var: &mut f32,
         age: &mut u16,
+        prev: &mut f32,
         diff: &mut f32,
         fg: &mut u8,
         act: u8,
@@ -99,14 +102,18 @@ impl Kernel {
         let d2 = d * d;
         let v = var.max(self.floor);
         let weak = u8::from(d2 > self.kw2 * v) & act;
+        let step = x - *prev;
+        *prev = x;
         let strong = u8::from(d2 > self.ks2 * v) & act;
-        *fg = weak + strong;
+        *fg = weak + strong + MOVING * (weak & (1 - u8::from(step * step <= 2.0 * self.kw2 * v)));
         *diff = d;
         let is_bg = 1 - weak;
         let a = if weak != 0 { self.a_fg } else { self.a_bg };
-        // Foreground age: +1 while foreground, 0 otherwise; past `absorb`
-        // the cell's value becomes the background at once.
-        let new_age = age.saturating_add(1) * u16::from(weak);
+        // Still-foreground age: +1 while foreground and within noise of the
+        // previous frame, 0 when background; past `absorb` the cell's value
+        // becomes the background at once.
+        let still = u16::from(step * step <= 2.0 * self.kw2 * v);
+        let new_age = age.saturating_add(still) * u16::from(weak);
         let absorb = new_age > self.absorb;
         *age = if absorb { 0 } else { new_age };
         *mean = if absorb { x } else { m + a * dm };
@@ -124,6 +131,12 @@ impl Kernel {
 pub const WEAK: u8 = 1;
 /// Foreground value of a strong cell.
 pub const STRONG: u8 = 2;
+/// Flag on a foreground cell that changed since the previous frame (beyond
+/// noise): something moves there. A foreground region without such cells is
+/// a change that holds still (a ghost, a parked car), not motion.
+pub const MOVING: u8 = 4;
+/// Mask of the weak/strong level in a foreground value.
+pub const LEVEL: u8 = 3;
 
 /// What a frame did to the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,11 +154,13 @@ pub struct Model {
     p: ModelParams,
     mean: Vec<f32>,
     var: Vec<f32>,
-    /// Consecutive frames each cell has been foreground.
+    /// Frames each cell has been foreground and still (reset when background).
     age: Vec<u16>,
+    /// The previous frame's cell means.
+    prev: Vec<f32>,
     /// Signed difference of the last frame to the background (global offset removed).
     pub diff: Vec<f32>,
-    /// Foreground map of the last frame: 0, [`WEAK`] or [`STRONG`].
+    /// Foreground map of the last frame: 0, [`WEAK`] or [`STRONG`], plus [`MOVING`].
     pub fg: Vec<u8>,
     /// 1 where detection is enabled, 0 where masked.
     active: Vec<u8>,
@@ -167,6 +182,7 @@ impl Model {
             mean: vec![0.0; cells],
             var: vec![0.0; cells],
             age: vec![0; cells],
+            prev: vec![0.0; cells],
             diff: vec![0.0; cells],
             fg: vec![0; cells],
             active: vec![1; cells],
@@ -180,7 +196,7 @@ impl Model {
 
     /// Bytes of private memory the model holds.
     pub fn memory_bytes(&self) -> usize {
-        self.mean.len() * (4 + 4 + 2 + 4 + 1 + 1)
+        self.mean.len() * (4 + 4 + 2 + 4 + 4 + 1 + 1)
     }
 
     /// Sets the active map (1 = detect, 0 = masked).
@@ -211,6 +227,7 @@ impl Model {
         let cur = &cur[..n];
         if self.frames == 0 {
             self.mean.copy_from_slice(cur);
+            self.prev.copy_from_slice(cur);
             self.frames = 1;
             self.fg.fill(0);
             return Outcome::Warmup;
@@ -277,19 +294,20 @@ impl Model {
             .zip(self.mean.chunks_exact_mut(LANES))
             .zip(self.var.chunks_exact_mut(LANES))
             .zip(self.age.chunks_exact_mut(LANES))
+            .zip(self.prev.chunks_exact_mut(LANES))
             .zip(self.diff.chunks_exact_mut(LANES))
             .zip(self.fg.chunks_exact_mut(LANES))
             .zip(self.active.chunks_exact(LANES));
-        for ((((((c, m), v), g), d), f), a) in chunks {
+        for (((((((c, m), v), g), p), d), f), a) in chunks {
             for l in 0..LANES {
-                k.cell(c[l], &mut m[l], &mut v[l], &mut g[l], &mut d[l], &mut f[l], a[l], &mut acc[l]);
+                k.cell(c[l], &mut m[l], &mut v[l], &mut g[l], &mut p[l], &mut d[l], &mut f[l], a[l], &mut acc[l]);
             }
         }
         #[allow(clippy::needless_range_loop)]
         for i in tail..n {
-            let (m, v, g) = (&mut self.mean[i], &mut self.var[i], &mut self.age[i]);
+            let (m, v, g, p) = (&mut self.mean[i], &mut self.var[i], &mut self.age[i], &mut self.prev[i]);
             let (d, f) = (&mut self.diff[i], &mut self.fg[i]);
-            k.cell(cur[i], m, v, g, d, f, self.active[i], &mut acc[0]);
+            k.cell(cur[i], m, v, g, p, d, f, self.active[i], &mut acc[0]);
         }
         let fg_count: u32 = acc.iter().map(|a| a.fg).sum();
         let bg_sum: f32 = acc.iter().map(|a| a.bg_sum).sum();
@@ -360,9 +378,9 @@ mod tests {
             let o = m.update(&cur);
             if f == 150 {
                 assert_eq!(o, Outcome::Detect);
-                assert!(m.fg[43 * w + 93] == STRONG);
+                assert!(m.fg[43 * w + 93] & LEVEL == STRONG);
             } else if o == Outcome::Detect {
-                strong += m.fg.iter().filter(|&&v| v == STRONG).count();
+                strong += m.fg.iter().filter(|&&v| v & LEVEL == STRONG).count();
             }
         }
         assert!(strong < 3, "{strong} strong noise cells");
@@ -392,7 +410,7 @@ mod tests {
             }
             if f > 30 + SETTLE as usize {
                 assert_eq!(o, Outcome::Detect);
-                assert_eq!(m.fg.iter().filter(|&&v| v == STRONG).count(), 0, "frame {f}");
+                assert_eq!(m.fg.iter().filter(|&&v| v & LEVEL == STRONG).count(), 0, "frame {f}");
             }
         }
     }

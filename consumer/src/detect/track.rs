@@ -70,6 +70,8 @@ pub struct Detection {
     pub sum: f32,
     /// Largest cell |difference| (luma levels).
     pub peak: f32,
+    /// Whether part of it changed since the previous frame (see [`crate::detect::model::MOVING`]).
+    pub moving: bool,
 }
 
 impl Detection {
@@ -85,6 +87,7 @@ impl Detection {
         self.sum = s;
         self.peak = self.peak.max(o.peak);
         self.bbox = union(self.bbox, o.bbox);
+        self.moving |= o.moving;
     }
 }
 
@@ -171,6 +174,8 @@ struct Track {
     /// Every how many hits a point is stored (grows when `max_points` is reached).
     thin: u64,
     hits: u64,
+    /// Hits whose detection was moving.
+    moving_hits: u64,
 }
 
 impl Track {
@@ -311,6 +316,7 @@ impl Tracker {
                 hit: false,
                 thin: 1,
                 hits: 0,
+                moving_hits: 0,
             });
             t.points.clear();
             t.bbox = d.bbox;
@@ -320,6 +326,7 @@ impl Tracker {
             t.peak_sum = -1.0;
             t.thin = 1;
             t.hits = 0;
+            t.moving_hits = 0;
             t.snapshot = self.free_slots.pop();
             Self::add(&self.p, &mut t, frame, capture_ns, d);
             if let Some(s) = t.snapshot {
@@ -344,6 +351,7 @@ impl Tracker {
 
     fn add(p: &TrackParams, t: &mut Track, frame: u64, capture_ns: u64, d: &Detection) {
         t.hits += 1;
+        t.moving_hits += u64::from(d.moving);
         t.hit = true;
         t.last = *d;
         t.last_frame = frame;
@@ -427,7 +435,9 @@ impl Tracker {
             y1 = y1.max(p.y);
         }
         let extent = (x1 - x0).hypot(y1 - y0);
-        if n >= self.p.motion_min_hits && extent >= self.p.motion_min_extent {
+        // Mostly still detections: a ghost or a stopped object, not motion.
+        let moving = t.moving_hits as usize;
+        if moving >= self.p.motion_min_hits && 2 * moving >= n && extent >= self.p.motion_min_extent {
             return Some((Kind::Motion, path / frames as f32));
         }
         None
@@ -439,7 +449,7 @@ mod tests {
     use super::*;
 
     fn det(x: f32, y: f32, s: u32) -> Detection {
-        Detection { x, y, bbox: [x as u32 - s / 2, y as u32 - s / 2, s, s], sum: 100.0, peak: 50.0 }
+        Detection { x, y, bbox: [x as u32 - s / 2, y as u32 - s / 2, s, s], sum: 100.0, peak: 50.0, moving: true }
     }
 
     fn run(tracker: &mut Tracker, frames: impl Iterator<Item = (u64, Vec<Detection>)>) -> Vec<Finished> {

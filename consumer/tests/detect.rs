@@ -1,0 +1,167 @@
+//! Process tests of shmcast-detect against the real producer: quality on the
+//! test pattern, the ball, a static noisy scene, producer restarts, signals,
+//! and a missing producer.
+#![forbid(unsafe_code)]
+
+mod detect_common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use detect_common::*;
+
+const LONG: Duration = Duration::from_secs(120);
+
+fn detector(name: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(DETECT);
+    c.args(["--name", name, "--attach-timeout", "60"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// The quality targets on the test pattern with ≥ 20 injected events, scored by
+/// scripts/eval-detect.sh (1280x720, noise 4).
+#[test]
+fn eval_meets_quality_targets() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out_dir = std::env::temp_dir().join(format!("shmcast-eval-test-{}", std::process::id()));
+    let bin_dir = producer_bin().parent().unwrap().to_path_buf();
+    let out = Command::new("bash")
+        .arg(root.join("scripts/eval-detect.sh"))
+        .env("FRAMES", "1500")
+        .env("SEED", "2")
+        .env("OUT", &out_dir)
+        .env("BIN_DIR", &bin_dir)
+        .output()
+        .expect("run scripts/eval-detect.sh (needs bash and python3)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let _ = std::fs::remove_dir_all(&out_dir);
+    assert!(out.status.success(), "evaluation failed:\n{}", show(&out));
+    let score = json_lines(&text).into_iter().find(|v| v.get("recall").is_some()).expect("score line");
+    assert!(score["truth"].as_u64().unwrap() >= 20, "too few events to judge: {score}");
+    assert!(score["recall"].as_f64().unwrap() >= 0.95, "{score}");
+    assert!(score["precision"].as_f64().unwrap() >= 0.95, "{score}");
+    assert!(score["type_accuracy"].as_f64().unwrap() >= 0.90, "{score}");
+    assert_eq!(score["lost"].as_u64(), Some(0), "{score}");
+}
+
+/// videotestsrc's bouncing ball gives motion events whose points follow it.
+#[test]
+fn ball_pattern_gives_motion_following_the_ball() {
+    let name = unique("ball");
+    let _seg = Segment(name.clone());
+    let det = Proc::spawn("shmcast-detect", &mut detector(&name, &["--exit-on-close"]));
+    let mut p = Command::new(producer_bin());
+    p.args(["--name", &name, "--source", "gst:videotestsrc pattern=ball num-buffers=240"])
+        .args(["--width", "320", "--height", "240", "--format", "i420", "--slots", "512", "--log-level", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let prod = Proc::spawn("shmcast-producer", &mut p).output(LONG);
+    assert!(prod.status.success(), "producer failed:\n{}", show(&prod));
+    let out = det.output(LONG);
+    assert!(out.status.success(), "{}", show(&out));
+    let lines = json_lines(&String::from_utf8_lossy(&out.stdout));
+    let events: Vec<_> = lines.iter().filter(|v| v["type"] != "summary").collect();
+    assert!(!events.is_empty(), "no event:\n{}", show(&out));
+    for e in &events {
+        assert_eq!(e["type"], "motion", "{e}");
+    }
+    // The longest event covers most of the run and its points move around.
+    let e =
+        events.iter().max_by_key(|e| e["end_frame"].as_u64().unwrap() - e["start_frame"].as_u64().unwrap()).unwrap();
+    let pts = e["points"].as_array().unwrap();
+    assert!(pts.len() >= 100, "{e}");
+    let xs: Vec<f64> = pts.iter().map(|p| p["x"].as_f64().unwrap()).collect();
+    let ys: Vec<f64> = pts.iter().map(|p| p["y"].as_f64().unwrap()).collect();
+    let span = |v: &[f64]| v.iter().cloned().fold(f64::MIN, f64::max) - v.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(span(&xs) > 100.0 && span(&ys) > 60.0, "points do not follow a moving ball: {e}");
+    // Consecutive points are close: one object followed. (While the ball is
+    // near where it was during the model's warm-up it merges with that
+    // ghost, which moves the centroid once or twice.)
+    let jumps = pts
+        .windows(2)
+        .filter(|w| {
+            let d = (w[1]["x"].as_f64().unwrap() - w[0]["x"].as_f64().unwrap())
+                .hypot(w[1]["y"].as_f64().unwrap() - w[0]["y"].as_f64().unwrap());
+            let df = (w[1]["frame"].as_u64().unwrap() - w[0]["frame"].as_u64().unwrap()) as f64;
+            d > 20.0 * df
+        })
+        .count();
+    assert!(jumps <= 4, "{jumps} jumps between points: {e}");
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["frames"], 240, "{summary}");
+}
+
+/// A static scene with sensor noise (and the masked status band) gives nothing.
+#[test]
+fn static_noisy_scene_gives_no_events() {
+    let name = unique("static");
+    let _seg = Segment(name.clone());
+    let det = Proc::spawn("shmcast-detect", &mut detector(&name, &["--exit-on-close", "--mask", "0,0,1280,128"]));
+    let args = ["--format", "nv12", "--fps", "0", "--noise", "4", "--frames", "900", "--slots", "1024", "--seed", "5"];
+    let prod = Proc::spawn("shmcast-producer", &mut testsrc(&name, 1280, 720, &args)).output(LONG);
+    assert!(prod.status.success(), "producer failed:\n{}", show(&prod));
+    let out = det.output(LONG);
+    assert!(out.status.success(), "{}", show(&out));
+    let lines = json_lines(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(lines.len(), 1, "expected only the summary:\n{}", show(&out));
+    assert_eq!(lines[0]["type"], "summary");
+    assert_eq!(lines[0]["events"], 0);
+    assert_eq!(lines[0]["frames"], 900);
+}
+
+/// The detector follows a producer restart (new epoch) without being
+/// restarted, and SIGTERM ends it with the summary and exit 0.
+#[test]
+fn follows_producer_restart_and_exits_cleanly_on_sigterm() {
+    let name = unique("restart");
+    let _seg = Segment(name.clone());
+    let mut det = Proc::spawn("shmcast-detect", &mut detector(&name, &["--mask", "0,0,640,64"]));
+    let args = ["--format", "gray8", "--fps", "200", "--frames", "200", "--slots", "16"];
+    for run in 0..2 {
+        let prod = Proc::spawn("shmcast-producer", &mut testsrc(&name, 640, 480, &args)).output(LONG);
+        assert!(prod.status.success(), "producer run {run} failed:\n{}", show(&prod));
+        assert!(det.wait_timeout(Duration::from_millis(300)).is_none(), "detector exited after producer run {run}");
+    }
+    det.signal(15);
+    let out = det.output(LONG);
+    assert!(out.status.success(), "{}", show(&out));
+    let lines = json_lines(&String::from_utf8_lossy(&out.stdout));
+    let summary = lines.last().expect("summary line");
+    assert_eq!(summary["type"], "summary", "{}", show(&out));
+    assert_eq!(summary["attaches"], 2, "{summary}");
+    // Both runs were read (a few frames may be lost while attaching).
+    assert!(summary["frames"].as_u64().unwrap() > 300, "{summary}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("attached to producer").count(), 2, "{stderr}");
+    assert!(stderr.contains("producer gone"), "{stderr}");
+}
+
+/// No producer within --attach-timeout: one error line, exit 1.
+#[test]
+fn missing_producer_times_out() {
+    let name = unique("missing");
+    let mut c = Command::new(DETECT);
+    c.args(["--name", &name, "--attach-timeout", "0.5"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let out = Proc::spawn("shmcast-detect", &mut c).output(LONG);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("shmcast-detect: error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("no producer") && errors[0].contains(&name), "{stderr}");
+}
+
+/// Bad arguments are one clear line, not a panic.
+#[test]
+fn bad_arguments_are_refused() {
+    let out = Command::new(DETECT).args(["--mask", "1,2,3"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("x,y,w,h"), "{}", show(&out));
+    let out = Command::new(DETECT).args(["--name", "bad/name", "--attach-timeout", "1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{}", show(&out));
+}

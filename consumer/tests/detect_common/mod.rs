@@ -1,0 +1,144 @@
+//! Helpers shared by the detector's process tests: locating binaries, child
+//! guards that kill on drop, unique names, bounded waits.
+#![forbid(unsafe_code)]
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const DETECT: &str = env!("CARGO_BIN_EXE_shmcast-detect");
+
+/// Another crate's binary in the same target directory.
+pub fn sibling_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // tests run from target/<profile>/deps/
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not found: build it first (cargo build --release -p shmcast-producer, or cargo test --workspace --release)",
+        p.display()
+    );
+    p
+}
+
+pub fn producer_bin() -> PathBuf {
+    sibling_bin("shmcast-producer")
+}
+
+/// A unique stream name for this test and process.
+pub fn unique(tag: &str) -> String {
+    format!("dt-{tag}-{}", std::process::id())
+}
+
+/// Kills the child (if still running) and removes the segment on drop.
+pub struct Proc {
+    pub child: Option<Child>,
+    pub what: String,
+}
+
+impl Proc {
+    pub fn spawn(what: &str, cmd: &mut Command) -> Proc {
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        Proc { child: Some(child), what: what.to_string() }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // `kill(1)`: std has no way to send SIGTERM, and unsafe code is not allowed here.
+        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+    }
+
+    /// Waits up to `timeout` for exit.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for exit and collects output (stdout/stderr must be piped).
+    pub fn output(mut self, timeout: Duration) -> Output {
+        let status = self.wait_timeout(timeout);
+        let child = self.child.take().expect("child");
+        if status.is_none() {
+            let mut c = child;
+            let _ = c.kill();
+            let out = c.wait_with_output().expect("output");
+            panic!(
+                "{} did not exit within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                self.what,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        child.wait_with_output().expect("output")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Removes `/dev/shm/shmcast.<name>` on drop.
+pub struct Segment(pub String);
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(format!("/dev/shm/shmcast.{}", self.0));
+    }
+}
+
+/// A producer on testsrc (fast, a ring holding every frame, gray8).
+pub fn testsrc(name: &str, w: u32, h: u32, args: &[&str]) -> Command {
+    let mut c = Command::new(producer_bin());
+    c.args(["--name", name, "--source", "testsrc", "--width", &w.to_string(), "--height", &h.to_string()])
+        .args(["--log-level", "warn"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// Parses JSON lines, skipping anything else.
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines().filter_map(|l| serde_json::from_str(l.trim()).ok()).collect()
+}
+
+pub fn show(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
