@@ -135,7 +135,8 @@ impl TestSrc {
             let luma_end = self.height as usize * self.map.stride;
             buf[luma_end..].copy_from_slice(&self.bg[luma_end..]);
         }
-        let noise_off = self.noise_rng.next_u64() as usize;
+        // Bounded so `Canvas::put_noisy` can add pixel offsets without overflow.
+        let noise_off = (self.noise_rng.next_u64() >> 32) as usize;
         let mut c = Canvas::new(buf, self.map, self.width, self.height, &self.gauss, noise_off);
         if let Some(layout) = &self.stamp {
             layout.for_each_block(&Stamp::new(id, capture_ns), |x, y, w, h, v| c.fill_rect(x, y, w, h, v));
