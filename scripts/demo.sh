@@ -238,7 +238,13 @@ if ((check)); then
 fi
 
 # Run until Ctrl-C, --duration, or a process dies.
-start=$SECONDS
+# Monotonic seconds (/proc/uptime): the wall clock may be stepped meanwhile.
+mono_s() {
+  local up _idle
+  read -r up _idle </proc/uptime
+  echo "${up%.*}"
+}
+start=$(mono_s)
 while :; do
   for p in "$producer_pid:producer" "$detect_pid:detect" "$rtsp_pid:rtsp"; do
     if ! kill -0 "${p%%:*}" 2>/dev/null; then
@@ -248,7 +254,7 @@ while :; do
       exit 1
     fi
   done
-  if [[ -n $duration ]] && ((SECONDS - start >= duration)); then
+  if [[ -n $duration ]] && (($(mono_s) - start >= duration)); then
     break
   fi
   sleep 0.5

@@ -93,7 +93,9 @@ stopping=0
 trap 'stopping=1' INT TERM
 
 declare -A prev_ticks=() prev_time=()
-start=$EPOCHREALTIME
+# elapsed_s comes from a monotonic clock (/proc/uptime), so a wall-clock step
+# during a long run does not distort growth slopes; time_s is wall-clock.
+read -r start _ </proc/uptime
 
 # Prints "rss pss private shared" (KiB) from smaps_rollup, or nothing.
 rollup() {
@@ -118,7 +120,8 @@ status_fields() {
 
 while ((!stopping)); do
   now=$EPOCHREALTIME
-  elapsed=$(awk -v a="$now" -v b="$start" 'BEGIN { printf "%.3f", a - b }')
+  read -r up _ </proc/uptime
+  elapsed=$(awk -v a="$up" -v b="$start" 'BEGIN { printf "%.3f", a - b }')
   alive=0
   for i in "${!sources[@]}"; do
     src=${sources[$i]}
@@ -147,11 +150,11 @@ while ((!stopping)); do
     key="$label/$pid"
     cpu=""
     if [[ -n ${prev_ticks[$key]:-} ]]; then
-      cpu=$(awk -v t="$ticks" -v pt="${prev_ticks[$key]}" -v n="$now" -v pn="${prev_time[$key]}" -v hz="$clk_tck" \
+      cpu=$(awk -v t="$ticks" -v pt="${prev_ticks[$key]}" -v n="$up" -v pn="${prev_time[$key]}" -v hz="$clk_tck" \
         'BEGIN { d = n - pn; if (d > 0) printf "%.1f", 100 * (t - pt) / hz / d }')
     fi
     prev_ticks[$key]=$ticks
-    prev_time[$key]=$now
+    prev_time[$key]=$up
     emit "$now,$elapsed,$label,$pid,$rss,$pss,$priv,$shr,$anon,$shm,$thr,$fds,$cpu"
   done
   ((alive)) || break

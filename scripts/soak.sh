@@ -102,6 +102,14 @@ monitor_pid=""
 churn_pid=""
 status=1
 
+# Whole seconds of a monotonic clock (/proc/uptime): the wall clock (and
+# bash's SECONDS) may be stepped by time synchronisation during a long run.
+mono_s() {
+  local up _idle
+  read -r up _idle </proc/uptime
+  echo "${up%.*}"
+}
+
 log() { printf '%s soak: %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 stop_pid() {
@@ -211,14 +219,14 @@ done
 churn &
 churn_pid=$!
 
-t0=$SECONDS
+t0=$(mono_s)
 next_restart=$restart_every
 kills=0
 terms=0
 failed=""
-while ((SECONDS - t0 < total)); do
+while (($(mono_s) - t0 < total)); do
   sleep 1
-  elapsed=$((SECONDS - t0))
+  elapsed=$(($(mono_s) - t0))
   for p in "$detect_pid:detect" "$rtsp_pid:rtsp"; do
     if ! kill -0 "${p%%:*}" 2>/dev/null; then
       failed="shmcast-${p#*:} died at $elapsed s"
