@@ -47,7 +47,7 @@ impl Default for ModelParams {
             k_weak: 3.5,
             alpha: 0.03,
             alpha_fg: 0.0,
-            absorb_frames: 45,
+            absorb_frames: 90,
             alpha_var: 0.01,
             min_sigma: 1.0,
             warmup: 8,

@@ -22,6 +22,10 @@ use serde::Serialize;
 pub struct TrackParams {
     /// Frames without a detection before a track ends.
     pub max_miss: u64,
+    /// Frames without a moving detection before a track ends: a still
+    /// region (a stopped object, a ghost) neither extends an event nor joins
+    /// the next object that passes by into it.
+    pub max_still: u64,
     /// Base gate radius in px.
     pub gate: f32,
     /// Extra gate for a track with one point (no velocity yet), in px: the
@@ -45,6 +49,7 @@ impl Default for TrackParams {
     fn default() -> Self {
         TrackParams {
             max_miss: 3,
+            max_still: 15,
             gate: 16.0,
             first_jump: 120.0,
             meteor_max_frames: 20,
@@ -176,6 +181,8 @@ struct Track {
     hits: u64,
     /// Hits whose detection was moving.
     moving_hits: u64,
+    /// Frame of the last moving detection (the first detection counts).
+    last_moving: u64,
 }
 
 impl Track {
@@ -317,6 +324,7 @@ impl Tracker {
                 thin: 1,
                 hits: 0,
                 moving_hits: 0,
+                last_moving: 0,
             });
             t.points.clear();
             t.bbox = d.bbox;
@@ -327,6 +335,7 @@ impl Tracker {
             t.thin = 1;
             t.hits = 0;
             t.moving_hits = 0;
+            t.last_moving = frame;
             t.snapshot = self.free_slots.pop();
             Self::add(&self.p, &mut t, frame, capture_ns, d);
             if let Some(s) = t.snapshot {
@@ -338,7 +347,8 @@ impl Tracker {
         let mut i = 0;
         while i < self.active.len() {
             let t = &self.active[i];
-            let ended = frame.saturating_sub(t.last_frame) > self.p.max_miss;
+            let ended = frame.saturating_sub(t.last_frame) > self.p.max_miss
+                || frame.saturating_sub(t.last_moving) > self.p.max_still;
             let too_long = t.last_frame - t.first_frame + 1 >= self.p.max_event_frames;
             if ended || too_long {
                 let t = self.active.swap_remove(i);
@@ -352,6 +362,9 @@ impl Tracker {
     fn add(p: &TrackParams, t: &mut Track, frame: u64, capture_ns: u64, d: &Detection) {
         t.hits += 1;
         t.moving_hits += u64::from(d.moving);
+        if d.moving {
+            t.last_moving = frame;
+        }
         t.hit = true;
         t.last = *d;
         t.last_frame = frame;
@@ -400,6 +413,12 @@ impl Tracker {
                 snapshot: t.snapshot.take(),
             }),
             None => {
+                if t.hits >= 3 {
+                    tracing::debug!(
+                        start = t.first_frame, end = t.last_frame, hits = t.hits, moving = t.moving_hits,
+                        bbox = ?t.bbox, "track dropped (too short, not moving, or a still change)"
+                    );
+                }
                 if let Some(s) = t.snapshot.take() {
                     self.free_slots.push(s);
                 }
