@@ -106,9 +106,12 @@ stop_pid() {
 
 cleaned=0
 cleanup() {
+  # Best effort from here on: a failed write (closed terminal or pipe) must
+  # not cut the clean-up short.
+  set +e
   ((cleaned)) && return
   cleaned=1
-  trap - INT TERM
+  trap - INT TERM HUP
   echo
   say "stopping"
   # Consumers first, so they do not report the producer vanishing.
@@ -129,7 +132,10 @@ cleanup() {
   fi
 }
 trap 'cleanup; exit "$status"' EXIT
-trap 'status=${status:-0}; exit' INT TERM
+trap 'status=${status:-0}; exit' INT TERM HUP
+# A closed output pipe (`demo.sh | head`) makes writes fail (and the script
+# exit through the EXIT trap) instead of killing it before it cleans up.
+trap '' PIPE
 
 # One event per line: "12:00:03  meteor   frames 812-823  bbox 412,300 96x22  peak 231".
 pretty_events() {

@@ -126,7 +126,8 @@ stop_pid() {
 
 # shellcheck disable=SC2317  # runs from the EXIT trap
 cleanup() {
-  trap - INT TERM EXIT
+  set +e # best effort: a failed write must not cut the clean-up short
+  trap - INT TERM HUP EXIT
   stop_pid "$churn_pid"
   stop_pid "$rtsp_pid"
   stop_pid "$detect_pid"
@@ -142,7 +143,8 @@ cleanup() {
   exit "$status"
 }
 trap cleanup EXIT
-trap 'log "interrupted"; status=130; exit' INT TERM
+trap 'log "interrupted"; status=130; exit' INT TERM HUP
+trap '' PIPE # a closed output pipe fails writes instead of killing the script before clean-up
 
 start_producer() {
   "$bin_dir/shmcast-producer" --name "$name" --source testsrc --width "$width" --height "$height" --fps "$fps" \
