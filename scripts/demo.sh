@@ -254,7 +254,15 @@ start=$(mono_s)
 while :; do
   for p in "$producer_pid:producer" "$detect_pid:detect" "$rtsp_pid:rtsp"; do
     if ! kill -0 "${p%%:*}" 2>/dev/null; then
-      say "shmcast-${p#*:} exited unexpectedly; its log:"
+      rc=0
+      wait "${p%%:*}" 2>/dev/null || rc=$?
+      if ((rc == 0)); then
+        # A clean exit means it was told to stop: Ctrl-C in a terminal
+        # reaches the whole process group, not only this script.
+        say "shmcast-${p#*:} stopped"
+        exit 0
+      fi
+      say "shmcast-${p#*:} exited unexpectedly (status $rc); its log:"
       tail -n 20 "$run_dir/${p#*:}.log" >&2 || true
       status=1
       exit 1
