@@ -32,6 +32,8 @@ pub mod stamp;
 pub mod sync;
 
 #[cfg(not(loom))]
+pub mod baseline;
+#[cfg(not(loom))]
 pub mod follower;
 #[cfg(not(loom))]
 pub mod notify;

@@ -246,6 +246,11 @@ impl Reader {
             if self.cursor < tail {
                 self.lost.set(self.lost.get() + (tail - self.cursor));
                 self.cursor = tail;
+                // `tail` (Relaxed) may be newer than the `head` we loaded:
+                // the frame at the new cursor may not be visible to us yet.
+                if self.cursor >= head {
+                    return None;
+                }
             }
             let s = self.cursor;
             let d = self.desc(s);

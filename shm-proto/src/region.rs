@@ -31,6 +31,11 @@ use std::sync::atomic::AtomicU64;
 
 use crate::layout::{CONTROL_OFFSET, Control, HEADER_FIELDS_SIZE, HeaderFields, PAGE, SlotDesc};
 
+/// Atomic integer types that may be viewed in a region at any checked offset.
+pub(crate) trait AtomicWord {}
+impl AtomicWord for std::sync::atomic::AtomicU32 {}
+impl AtomicWord for std::sync::atomic::AtomicU64 {}
+
 enum Backing {
     Heap(Layout),
     Map,
@@ -144,6 +149,14 @@ impl Region {
         // SAFETY: in bounds and aligned (checked); Control is atomics and
         // padding, valid for any bit pattern, including zeroed fresh memory.
         unsafe { &*self.ptr.as_ptr().add(off).cast::<Control>() }
+    }
+
+    /// An atomic at byte offset `off` (for the benchmark baselines' own page).
+    pub(crate) fn control_at<T: AtomicWord>(&self, off: u64) -> &T {
+        let off = self.check(off, std::mem::size_of::<T>(), std::mem::align_of::<T>());
+        // SAFETY: in bounds and aligned (checked); `AtomicWord` types are
+        // atomics, valid for any bit pattern.
+        unsafe { &*self.ptr.as_ptr().add(off).cast::<T>() }
     }
 
     /// The descriptor at byte offset `off` (from `Geometry::desc_offset`).
