@@ -32,7 +32,7 @@ fn frame(format: &VideoFormat, seed: u64, bx: usize, by: usize) -> Vec<u8> {
     let (w, h) = (format.width as usize, format.height as usize);
     let mut buf = vec![128u8; format.frame_size as usize];
     let p = format.planes()[0];
-    let mut rng = Rng(seed * 0x9E37_79B9_7F4A_7C15 | 1);
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     for y in 0..h {
         let row = p.offset as usize + y * p.stride as usize;
         for x in 0..w {

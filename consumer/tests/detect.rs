@@ -53,7 +53,9 @@ fn eval_meets_quality_targets() {
 fn ball_pattern_gives_motion_following_the_ball() {
     let name = unique("ball");
     let _seg = Segment(name.clone());
-    let det = Proc::spawn("shmcast-detect", &mut detector(&name, &["--exit-on-close"]));
+    let snaps = std::env::temp_dir().join(format!("shmcast-ball-snaps-{}", std::process::id()));
+    let snaps_arg = snaps.display().to_string();
+    let det = Proc::spawn("shmcast-detect", &mut detector(&name, &["--exit-on-close", "--snapshots", &snaps_arg]));
     let mut p = Command::new(producer_bin());
     p.args(["--name", &name, "--source", "gst:videotestsrc pattern=ball num-buffers=240"])
         .args(["--width", "320", "--height", "240", "--format", "i420", "--slots", "512", "--log-level", "warn"])
@@ -94,6 +96,14 @@ fn ball_pattern_gives_motion_following_the_ball() {
     let summary = lines.last().unwrap();
     assert_eq!(summary["type"], "summary");
     assert_eq!(summary["frames"], 240, "{summary}");
+    // One PNG per event, named in the event.
+    for e in &events {
+        let path = e["snapshot"].as_str().unwrap_or_else(|| panic!("no snapshot in {e}"));
+        let bytes = std::fs::read(path).unwrap_or_else(|err| panic!("{path}: {err}"));
+        assert_eq!(&bytes[1..4], b"PNG", "{path}");
+    }
+    assert_eq!(std::fs::read_dir(&snaps).unwrap().count(), events.len());
+    let _ = std::fs::remove_dir_all(&snaps);
 }
 
 /// A static scene with sensor noise (and the masked status band) gives nothing.

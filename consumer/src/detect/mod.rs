@@ -282,3 +282,118 @@ impl Detector {
         self.last = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shm_proto::PixelFormat;
+
+    /// A synthetic night sky: gradient + noise; `draw` adds objects.
+    fn frames(
+        format: &VideoFormat,
+        n: u64,
+        noise: f32,
+        draw: impl Fn(u64, usize, usize) -> f32,
+    ) -> impl Iterator<Item = (u64, Vec<u8>)> {
+        let (w, h) = (format.width as usize, format.height as usize);
+        let size = format.frame_size as usize;
+        let mut rng = 0x1234_5678_9abc_def1u64;
+        (0..n).map(move |id| {
+            let mut buf = vec![0u8; size];
+            for y in 0..h {
+                for x in 0..w {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    // Sum of 4 uniforms: roughly Gaussian, σ ≈ 1.
+                    let u = (0..4).map(|k| ((rng >> (16 * k)) & 0xffff) as f32 / 65536.0).sum::<f32>() - 2.0;
+                    let v = 30.0 + 20.0 * y as f32 / h as f32 + noise * u * 1.73 + draw(id, x, y);
+                    buf[y * w + x] = v.clamp(0.0, 255.0) as u8;
+                }
+            }
+            (id, buf)
+        })
+    }
+
+    fn run(det: &mut Detector, it: impl Iterator<Item = (u64, Vec<u8>)>) -> Vec<EventRecord> {
+        let mut out = Vec::new();
+        for (id, f) in it {
+            assert!(det.load(&f));
+            det.process(id, id * 33_000_000, &mut out);
+        }
+        det.flush(&mut out);
+        out
+    }
+
+    #[test]
+    fn meteor_and_motion_on_a_noisy_sky() {
+        let format = VideoFormat::new(320, 240, PixelFormat::Gray8, 30, 1).unwrap();
+        let mut det = Detector::new(&Config { snapshots: true, ..Config::default() }, &format).unwrap();
+        let events = run(
+            &mut det,
+            frames(&format, 160, 3.0, |id, x, y| {
+                let (x, y) = (x as f32, y as f32);
+                // A meteor: frames 30..38, a 3 px thick streak moving 20 px/frame.
+                let meteor = if (30..38).contains(&id) {
+                    let head = 20.0 + 20.0 * (id - 30) as f32;
+                    let on = (y - (60.0 + 0.3 * x)).abs() < 1.5 && x > head - 25.0 && x <= head;
+                    if on { 150.0 } else { 0.0 }
+                } else {
+                    0.0
+                };
+                // A blob: frames 70..150, moving 1 px/frame.
+                let blob = if (70..150).contains(&id) {
+                    let cx = 100.0 + (id - 70) as f32;
+                    if (x - cx).hypot(y - 170.0) < 10.0 { 90.0 } else { 0.0 }
+                } else {
+                    0.0
+                };
+                meteor + blob
+            }),
+        );
+        assert_eq!(events.len(), 2, "{events:?}");
+        let (m, b) = (&events[0], &events[1]);
+        assert_eq!(m.kind, Kind::Meteor);
+        assert!(m.start_frame >= 30 && m.end_frame <= 38, "{m:?}");
+        assert!(m.speed > 15.0 && m.speed < 25.0, "{m:?}");
+        assert_eq!(b.kind, Kind::Motion);
+        assert!(b.start_frame <= 72 && b.end_frame >= 148, "{b:?}");
+        let [x, y, w, h] = b.bbox;
+        assert!(x <= 92 && x + w >= 188 && y <= 162 && y + h >= 178, "{b:?}");
+        // Snapshots: the peak frame's image was kept.
+        assert!(m.image.as_ref().is_some_and(|i| i.luma.len() == i.width * i.height));
+    }
+
+    #[test]
+    fn lights_switching_rebaselines_without_events() {
+        let format = VideoFormat::new(320, 240, PixelFormat::Gray8, 30, 1).unwrap();
+        let mut det = Detector::new(&Config::default(), &format).unwrap();
+        let events = run(&mut det, frames(&format, 120, 3.0, |id, _, y| if id >= 50 && y > 40 { 60.0 } else { 0.0 }));
+        assert!(events.is_empty(), "{events:?}");
+        assert!(det.rebaselines() >= 1);
+    }
+
+    #[test]
+    fn masked_region_is_ignored() {
+        let format = VideoFormat::new(320, 240, PixelFormat::Gray8, 30, 1).unwrap();
+        let cfg = Config { masks: vec!["0,0,320,40".parse().unwrap()], ..Config::default() };
+        let mut det = Detector::new(&cfg, &format).unwrap();
+        // A bar sweeping through the masked band every frame.
+        let bar = |id: u64, x: usize, y: usize| {
+            if y < 32 && (x as u64 + 300 - 3 * id % 300) % 300 < 12 { 150.0 } else { 0.0 }
+        };
+        let events = run(&mut det, frames(&format, 100, 2.0, bar));
+        assert!(events.is_empty(), "{events:?}");
+        // Without the mask the bar is motion.
+        let mut det = Detector::new(&Config::default(), &format).unwrap();
+        assert!(!run(&mut det, frames(&format, 100, 2.0, bar)).is_empty());
+    }
+
+    #[test]
+    fn rects_parse() {
+        assert_eq!("1, 2,3,4".parse::<Rect>().unwrap(), Rect { x: 1, y: 2, w: 3, h: 4 });
+        assert!("1,2,3".parse::<Rect>().is_err());
+        assert!("1,2,0,4".parse::<Rect>().is_err());
+        assert!("a,2,3,4".parse::<Rect>().is_err());
+    }
+}
