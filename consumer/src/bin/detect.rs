@@ -272,11 +272,14 @@ fn run() -> anyhow::Result<()> {
         if args.frames.is_some_and(|n| processed >= n) {
             break;
         }
+        let wait_start_ns = shm_proto::os::realtime_ns();
         match follower.poll(Duration::from_millis(100)) {
             Ok(Event::Frame(frame)) => {
                 let t0 = Instant::now();
                 let meta = *frame.meta();
-                if meta.publish_ns > 0 {
+                // Only a frame published while we waited measures the wake-up;
+                // one that was already there measures our backlog.
+                if meta.publish_ns >= wait_start_ns {
                     let now = shm_proto::os::realtime_ns();
                     m.wake.observe(now.saturating_sub(meta.publish_ns) as f64 * 1e-9);
                 }
