@@ -175,3 +175,25 @@ fn bad_arguments_are_refused() {
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{}", show(&out));
 }
+
+/// A producer far faster than the detector with a 2-slot ring: the detector
+/// is lapped, counts lost frames (and overruns, when a slot is overwritten
+/// while it is read), keeps going and reports consistent totals.
+#[test]
+fn overload_counts_lost_frames_and_keeps_running() {
+    let name = unique("overload");
+    let _seg = Segment(name.clone());
+    let det = Proc::spawn("shmcast-detect", &mut detector(&name, &["--exit-on-close", "--mask", "0,0,1280,128"]));
+    let args = ["--format", "rgb24", "--fps", "0", "--noise", "4", "--frames", "1500", "--slots", "2"];
+    let prod = Proc::spawn("shmcast-producer", &mut testsrc(&name, 1280, 720, &args)).output(LONG);
+    assert!(prod.status.success(), "producer failed:\n{}", show(&prod));
+    let out = det.output(LONG);
+    assert!(out.status.success(), "{}", show(&out));
+    let lines = json_lines(&String::from_utf8_lossy(&out.stdout));
+    let s = lines.last().expect("summary");
+    assert_eq!(s["type"], "summary", "{}", show(&out));
+    let (frames, lost, overruns) =
+        (s["frames"].as_u64().unwrap(), s["lost"].as_u64().unwrap(), s["overruns"].as_u64().unwrap());
+    assert!(lost > 0, "{s}");
+    assert!(frames + lost <= 1500 && overruns <= frames, "{s}");
+}
