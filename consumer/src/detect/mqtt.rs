@@ -13,9 +13,9 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -103,7 +103,7 @@ impl Publisher {
         let (s, c) = (Arc::clone(&stats), Arc::clone(&closing));
         let thread = std::thread::Builder::new()
             .name("mqtt".into())
-            .spawn(move || Worker { cfg, rx, stats: s, closing: c, conn: None, last_error: Mutex::new(None) }.run())
+            .spawn(move || Worker { cfg, rx, stats: s, closing: c, conn: None, last_error: None }.run())
             .context("cannot start the MQTT thread")?;
         Ok(Publisher { tx: Some(tx), stats, closing, thread: Some(thread) })
     }
@@ -160,7 +160,8 @@ struct Worker {
     stats: Arc<MqttStats>,
     closing: Arc<AtomicBool>,
     conn: Option<TcpStream>,
-    last_error: Mutex<Option<String>>,
+    /// The last connect error logged (each distinct error is logged once).
+    last_error: Option<String>,
 }
 
 impl Worker {
@@ -187,16 +188,14 @@ impl Worker {
                         // Relaxed: a statistic.
                         let n = self.stats.connects.fetch_add(1, Ordering::Relaxed) + 1;
                         tracing::info!(broker = %self.cfg.addr, topic = %self.cfg.topic, connects = n, "MQTT connected");
-                        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                        self.last_error = None;
                     }
                     Err(e) => {
                         let msg = format!("{e:#}");
-                        let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
-                        if last.as_deref() != Some(msg.as_str()) {
+                        if self.last_error.as_deref() != Some(msg.as_str()) {
                             tracing::warn!(broker = %self.cfg.addr, "MQTT broker unavailable, retrying: {msg}");
-                            *last = Some(msg);
+                            self.last_error = Some(msg);
                         }
-                        drop(last);
                         if senders_gone {
                             break;
                         }
