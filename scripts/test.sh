@@ -22,8 +22,9 @@ echo "== tests"
 cargo test --workspace --release -- --test-threads=2
 
 echo "== loom model"
-RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=target/loom \
+RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
   cargo test -p shm-proto --release --test loom
 
 echo "== benchmark smoke"
 ./target/release/shmcast-bench --quick
+cargo bench -p shm-proto --bench ring -- --test

@@ -1,1 +1,50 @@
-fn main() {}
+//! Criterion benches of the ring's hot paths on a real segment, in one process:
+//! publish (begin + fill + commit + wake), `try_next` + validate, and header
+//! validation. Cross-process figures come from `shmcast-bench`.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use shm_proto::header::{self, Identity};
+use shm_proto::layout::{Geometry, MAGIC, PAGE};
+use shm_proto::{CreateOptions, FrameMeta, PixelFormat, Reader, ReaderOptions, VideoFormat, Writer};
+
+fn ring(c: &mut Criterion) {
+    let name = format!("crit-{}", std::process::id());
+    let format = VideoFormat::new(256, 256, PixelFormat::Gray8, 0, 1).unwrap();
+    let mut w = Writer::create(&name, format, &CreateOptions { slots: 8, ..Default::default() }).unwrap();
+    let mut r = Reader::open(&name, &ReaderOptions::default()).unwrap();
+    let mut g = c.benchmark_group("ring");
+    g.throughput(Throughput::Bytes(format.frame_size));
+    g.bench_function("publish_64KiB", |b| {
+        b.iter(|| {
+            w.publish(|buf| {
+                buf.fill(7);
+                FrameMeta::new(0, 0, buf.len() as u64)
+            })
+        })
+    });
+    g.bench_function("publish_and_read_64KiB", |b| {
+        b.iter(|| {
+            w.publish(|buf| {
+                buf.fill(7);
+                FrameMeta::new(0, 0, buf.len() as u64)
+            });
+            let f = r.latest().expect("a frame");
+            let sum: u64 = f.data().iter().map(|&x| u64::from(x)).sum();
+            black_box(sum);
+            f.validate()
+        })
+    });
+    g.finish();
+
+    let f = VideoFormat::new(1920, 1080, PixelFormat::Nv12, 30, 1).unwrap();
+    let geo = Geometry::compute(8, f.frame_size, PAGE).unwrap();
+    let mut h = header::encode(&geo, &f, &Identity { pid: 1, epoch: 2, start_unix_ns: 3 }, false);
+    h.magic = MAGIC;
+    let bytes = h.to_bytes();
+    c.bench_function("header_decode", |b| b.iter(|| header::decode_bytes(black_box(&bytes), geo.total_size)));
+}
+
+criterion_group!(benches, ring);
+criterion_main!(benches);
