@@ -70,3 +70,59 @@ fn second_writer_refused_and_missing_name() {
     let e = Reader::open(&unique("missing"), &ReaderOptions::default()).err().unwrap();
     assert!(matches!(e, OpenError::NotFound { .. }), "{e}");
 }
+
+#[test]
+fn group_and_mode_are_applied() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let name = unique("group");
+    let f = VideoFormat::new(64, 64, PixelFormat::Gray8, 0, 1).unwrap();
+    let w = Writer::create(&name, f, &CreateOptions { group: Some("65534".into()), mode: 0o660, ..Default::default() })
+        .unwrap();
+    let m = std::fs::metadata(w.path()).unwrap();
+    assert_eq!(m.gid(), 65534);
+    assert_eq!(m.permissions().mode() & 0o777, 0o660);
+    let e = Writer::create(
+        &unique("nogroup"),
+        f,
+        &CreateOptions { group: Some("no-such-group-x".into()), ..Default::default() },
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("unknown group"), "{e}");
+}
+
+/// Needs huge pages reserved and hugetlbfs mounted: `scripts/test.sh` does
+/// both (`scripts/hugepages.sh`); without them this test fails and says so.
+#[test]
+fn hugepages_and_mlock() {
+    let (size, free) = shm_proto::os::hugepages();
+    assert!(
+        free >= 8 && !shm_proto::os::hugetlbfs_mounts().is_empty(),
+        "huge pages are not set up ({free} free of {size} bytes, mounts {:?}): as root run \
+         `source scripts/hugepages.sh && hugepages_reserve 160`",
+        shm_proto::os::hugetlbfs_mounts()
+    );
+    let name = unique("huge");
+    let f = VideoFormat::new(640, 480, PixelFormat::Gray8, 30, 1).unwrap();
+    let mut w =
+        Writer::create(&name, f, &CreateOptions { slots: 2, hugepages: true, mlock: true, ..Default::default() })
+            .unwrap();
+    assert!(shm_proto::os::hugetlbfs_mounts().iter().any(|m| w.path().starts_with(m)), "{:?}", w.path());
+    let mut r = Reader::open(&name, &ReaderOptions::default()).unwrap();
+    let info = r.info();
+    assert!(info.hugepages);
+    assert_eq!(info.slot_stride % size, 0, "slots are huge-page aligned");
+    w.publish(|buf| {
+        buf.fill(9);
+        FrameMeta::new(1, 0, buf.len() as u64)
+    });
+    let Next::Frame(fr) = r.next(Duration::from_secs(1)) else { panic!("no frame") };
+    assert!(fr.data().iter().all(|&b| b == 9));
+    assert!(fr.validate());
+    // More than is reserved: a clear error at creation.
+    let big = VideoFormat::new(16384, 16384, PixelFormat::Rgb24, 30, 1).unwrap();
+    let e = Writer::create(&unique("huge2"), big, &CreateOptions { slots: 64, hugepages: true, ..Default::default() })
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("huge pages"), "{e}");
+}

@@ -35,6 +35,9 @@ struct Args {
     /// Seconds per throughput measurement.
     #[arg(long, default_value_t = 3.0)]
     secs: f64,
+    /// Put the throughput rings on huge pages (needs reserved huge pages and a hugetlbfs mount).
+    #[arg(long)]
+    hugepages: bool,
     /// Latency samples per mode.
     #[arg(long, default_value_t = 5000)]
     samples: usize,
@@ -261,10 +264,10 @@ fn bench_name(tag: &str) -> String {
 
 /// The writer copies a prepared frame into each slot (a camera's one copy)
 /// as fast as it can for `secs`, with `readers` reader processes.
-fn throughput(w: u32, h: u32, readers: usize, secs: f64) -> anyhow::Result<serde_json::Value> {
+fn throughput(w: u32, h: u32, readers: usize, secs: f64, hugepages: bool) -> anyhow::Result<serde_json::Value> {
     let name = bench_name(&format!("tp{w}x{h}r{readers}"));
     let format = VideoFormat::new(w, h, PixelFormat::Rgb24, 0, 1)?;
-    let mut writer = Writer::create(&name, format, &CreateOptions { slots: 8, ..Default::default() })?;
+    let mut writer = Writer::create(&name, format, &CreateOptions { slots: 8, hugepages, ..Default::default() })?;
     let kids: Vec<Kid> = (0..readers).map(|_| Kid::spawn(&["reader", &name], false)).collect::<Result<_, _>>()?;
     let src = vec![0x5au8; format.frame_size as usize];
     // Warm-up: one pass over every slot, not timed.
@@ -290,7 +293,7 @@ fn throughput(w: u32, h: u32, readers: usize, secs: f64) -> anyhow::Result<serde
     let results: Vec<serde_json::Value> = kids.into_iter().map(Kid::result).collect::<Result<_, _>>()?;
     let size = format.frame_size as f64;
     Ok(json!({
-        "width": w, "height": h, "readers": readers, "frame_bytes": format.frame_size,
+        "width": w, "height": h, "readers": readers, "hugepages": hugepages, "frame_bytes": format.frame_size,
         "frames": n, "fps": n as f64 / elapsed, "gbps": n as f64 * size / elapsed / 1e9,
         "reader_results": results,
     }))
@@ -352,7 +355,7 @@ fn main_bench(args: &Args) -> anyhow::Result<()> {
         let size = w as usize * h as usize * 3;
         let mem = memcpy_bw(size, 8, secs);
         for readers in 0..=2 {
-            let mut r = throughput(w, h, readers, secs)?;
+            let mut r = throughput(w, h, readers, secs, args.hugepages)?;
             let ratio = r["gbps"].as_f64().unwrap_or(0.0) * 1e9 / mem;
             r["memcpy_gbps"] = json!(mem / 1e9);
             r["ratio_to_memcpy"] = json!(ratio);
