@@ -55,4 +55,19 @@ fn hundred_client_cycles_do_not_grow_rss() {
     eprintln!("bridge VmRSS after warm-up {warm} KiB, after {total} more cycles {after} KiB, growth {growth} KiB");
     assert!(warm > 0, "could not read the bridge's VmRSS");
     assert!(growth < 2048, "RSS grew by {growth} KiB over {total} client cycles (warm {warm} KiB, after {after} KiB)");
+
+    // Nothing held between clients: the ring is mapped only while a media exists.
+    let maps = || std::fs::read_to_string(format!("/proc/{}/maps", b.pid())).unwrap_or_default();
+    let segment = format!("shmcast.{name}");
+    let mut c = RtspClient::connect(&url).unwrap();
+    c.play(&url).unwrap_or_else(|r| panic!("{r:?}"));
+    c.receive_frames(2, Duration::from_secs(20));
+    assert!(maps().contains(&segment), "the ring is not mapped while a client plays");
+    c.teardown(&url);
+    drop(c);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while maps().contains(&segment) {
+        assert!(std::time::Instant::now() < deadline, "the ring stays mapped with no client:\n{}", b.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
