@@ -182,3 +182,24 @@ fn waits_for_a_late_producer_and_stops_cleanly() {
     let st = b.wait_exit(Duration::from_secs(10));
     assert_eq!(st.code(), Some(0), "{}", b.log());
 }
+
+#[test]
+fn a_stalled_client_neither_grows_memory_nor_stalls_others() {
+    let name = unique("stall");
+    let _p = producer(&name, 1280, 720, "i420");
+    let (b, url) = bridge(&name, &["--bitrate", "8000"]);
+    // This client PLAYs and then never reads: its TCP window fills up.
+    let mut stalled = RtspClient::connect(&url).unwrap();
+    stalled.play(&url).unwrap_or_else(|r| panic!("{r:?}"));
+    let mut reader = RtspClient::connect(&url).unwrap();
+    reader.play(&url).unwrap_or_else(|r| panic!("{r:?}"));
+    reader.receive_frames(30, Duration::from_secs(20));
+    let before = b.rss_kib();
+    // 6 s at 30 fps: the reading client keeps getting (nearly) every frame.
+    let got = reader.receive_for(Duration::from_secs(6));
+    let after = b.rss_kib();
+    eprintln!("reader got {got} frames in 6 s; bridge VmRSS {before} -> {after} KiB");
+    assert!(got >= 150, "the reading client got only {got} frames in 6 s next to a stalled one:\n{}", b.log());
+    assert!(after < before + 8 * 1024, "bridge RSS grew from {before} to {after} KiB with a stalled client");
+    drop(stalled);
+}

@@ -128,7 +128,7 @@ impl Drop for Proc {
             let _ = self.child.wait();
         }
         if let Some(name) = &self.shm {
-            let _ = std::fs::remove_file(format!("/dev/shm/shmcast.{name}"));
+            let _ = std::fs::remove_file(shm_proto::segment::default_dir().join(format!("shmcast.{name}")));
         }
     }
 }
