@@ -113,3 +113,19 @@ pub fn random_u64() -> u64 {
     let r = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
     if r == 8 { u64::from_ne_bytes(buf) } else { realtime_ns() ^ (u64::from(std::process::id()) << 32) }
 }
+
+/// Pins the calling thread (and the threads it starts later) to `cpus`.
+pub fn pin_to_cpus(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: an all-zero cpu_set_t is the empty set, a valid value.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        if c >= libc::CPU_SETSIZE as usize {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        // SAFETY: `c` is below CPU_SETSIZE (checked), so CPU_SET stays inside `set`.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if r != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}

@@ -38,9 +38,16 @@ struct Args {
     /// Put the throughput rings on huge pages (needs reserved huge pages and a hugetlbfs mount).
     #[arg(long)]
     hugepages: bool,
+    /// Do not pin processes (by default, with 2+ CPUs, the writer runs on CPU 0
+    /// and readers on the others, as a NUMA/CPU-pinned deployment would).
+    #[arg(long)]
+    no_pin: bool,
     /// Latency samples per mode.
     #[arg(long, default_value_t = 5000)]
     samples: usize,
+    /// (internal) CPUs a child process pins itself to.
+    #[arg(long, value_delimiter = ',', hide = true, global = true)]
+    pin_cpus: Vec<usize>,
     #[command(subcommand)]
     role: Option<Role>,
     #[command(flatten)]
@@ -75,6 +82,9 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     shmcast_common::start(&args.common, "shmcast-bench", "bench")?;
+    if !args.pin_cpus.is_empty() {
+        shm_proto::os::pin_to_cpus(&args.pin_cpus).context("pin to --pin-cpus")?;
+    }
     match args.role {
         Some(Role::Reader { ref name }) => reader_child(name),
         Some(Role::LatReader { ref name, spin, samples }) => lat_reader_child(name, spin, samples),
@@ -100,6 +110,13 @@ fn open_wait(name: &str, opts: &ReaderOptions) -> anyhow::Result<Reader> {
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// CPUs for readers: all but CPU 0, counted once before anything is pinned.
+fn reader_cpus() -> Vec<usize> {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let n = *CPUS.get_or_init(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    (1..n).collect()
 }
 
 fn reader_child(name: &str) -> anyhow::Result<()> {
@@ -167,6 +184,11 @@ fn futex_child(name: &str, samples: usize) -> anyhow::Result<()> {
     let mut lat = Vec::with_capacity(samples);
     while lat.len() < samples {
         let t = ch.recv(&mut last, Duration::from_secs(10)).context("futex receiver timed out")?;
+        if t == 0 {
+            // The sender's end marker: two sends that came while this
+            // process was descheduled coalesce into one wake-up.
+            break;
+        }
         lat.push(realtime_ns().saturating_sub(t));
     }
     print_result(percentiles(lat));
@@ -189,6 +211,9 @@ fn pipe_child(samples: usize) -> anyhow::Result<()> {
 
 // ------------------------------------------------------------------ parent
 
+/// CPUs that benchmark children pin themselves to (set when pinning).
+static CHILD_CPUS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 struct Kid {
     child: Child,
     out: BufReader<std::process::ChildStdout>,
@@ -197,8 +222,12 @@ struct Kid {
 impl Kid {
     fn spawn(args: &[&str], stdin: bool) -> anyhow::Result<Kid> {
         let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
-            .args(args)
+        let mut cmd = Command::new(exe);
+        cmd.args(args);
+        if let Some(cpus) = CHILD_CPUS.get() {
+            cmd.arg("--pin-cpus").arg(cpus);
+        }
+        let mut child = cmd
             .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -329,6 +358,8 @@ fn latency_futex(samples: usize) -> anyhow::Result<serde_json::Value> {
         ch.send(realtime_ns());
         std::thread::sleep(Duration::from_micros(700));
     }
+    std::thread::sleep(Duration::from_millis(5));
+    ch.send(0);
     kid.result()
 }
 
@@ -350,12 +381,21 @@ fn main_bench(args: &Args) -> anyhow::Result<()> {
     } else {
         (vec![(1920, 1080), (3840, 2160)], args.secs, args.samples)
     };
+    let pin = !args.no_pin && !reader_cpus().is_empty();
+    if pin {
+        // The writer (this thread) on CPU 0; readers on the others. Spawned
+        // children re-pin themselves.
+        shm_proto::os::pin_to_cpus(&[0]).context("pin writer")?;
+        let cpus = reader_cpus().iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+        let _ = CHILD_CPUS.set(cpus);
+    }
     let mut tp = Vec::new();
     for &(w, h) in &sizes {
         let size = w as usize * h as usize * 3;
         let mem = memcpy_bw(size, 8, secs);
         for readers in 0..=2 {
             let mut r = throughput(w, h, readers, secs, args.hugepages)?;
+            r["pinned"] = json!(pin);
             let ratio = r["gbps"].as_f64().unwrap_or(0.0) * 1e9 / mem;
             r["memcpy_gbps"] = json!(mem / 1e9);
             r["ratio_to_memcpy"] = json!(ratio);
@@ -374,6 +414,9 @@ fn main_bench(args: &Args) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("throughput: writer copies each frame once into the ring; readers (separate processes) read every byte");
+    if tp.first().is_some_and(|r| r["pinned"] == true) {
+        println!("(writer pinned to CPU 0, readers to CPUs 1..; memcpy baseline on CPU 0; same placement for latency)");
+    }
     println!(
         "{:<11} {:>7} {:>9} {:>8} {:>11} {:>8}  per reader: frames read / lost",
         "frame", "readers", "frames/s", "GB/s", "memcpy GB/s", "ratio"
