@@ -47,11 +47,21 @@ fn mjpeg_producer(name: &str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<
     })
 }
 
+/// Stops the writer thread and unlinks the ring even when the test fails.
+struct Cleanup(String, Arc<AtomicBool>);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.1.store(true, Ordering::Relaxed);
+        let _ = std::fs::remove_file(shm_proto::segment::default_dir().join(format!("shmcast.{}", self.0)));
+    }
+}
+
 #[test]
 fn mjpeg_is_passed_through_as_rtp_jpeg() {
     require_tool("ffprobe");
     let name = unique("mjpeg");
     let stop = Arc::new(AtomicBool::new(false));
+    let _cleanup = Cleanup(name.clone(), Arc::clone(&stop));
     let producer = mjpeg_producer(&name, Arc::clone(&stop));
     let (b, url) = bridge(&name, &[]);
     let out = Command::new("ffprobe")
