@@ -1,8 +1,7 @@
 //! `shmcast-rtsp`: serve a shmcast stream over RTSP. See `--help`.
 #![forbid(unsafe_code)]
 
-use std::os::unix::process::CommandExt;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use clap::Parser;
 use shmcast_rtsp::config::{Args, Config, ENV_PASSWORD};
@@ -14,17 +13,12 @@ use shmcast_rtsp::config::{Args, Config, ENV_PASSWORD};
 /// still with 2 arenas); with one arena it stays flat within ±1 MB over 300
 /// cycles (tests/cycles.rs). The bridge allocates little per frame, so the
 /// shared arena costs no measurable contention. The limit must be in the
-/// environment before the first allocation, hence one re-exec at start; an
+/// process before the first thread starts, hence first thing in `main`; an
 /// explicit MALLOC_ARENA_MAX from the user is kept.
 fn limit_malloc_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
-        return;
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        shm_proto::os::limit_malloc_arenas(1);
     }
-    let Ok(exe) = std::env::current_exe() else { return };
-    let mut args = std::env::args_os();
-    let arg0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
-    // Only returns on failure; then run with the default arenas.
-    let _ = Command::new(&exe).arg0(arg0).args(args).env("MALLOC_ARENA_MAX", "1").exec();
 }
 
 fn main() -> ExitCode {

@@ -129,3 +129,14 @@ pub fn pin_to_cpus(cpus: &[usize]) -> io::Result<()> {
     let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     if r != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
+
+/// Limits glibc's malloc to `n` arenas (`mallopt(M_ARENA_MAX)`). Call first
+/// thing in `main`, before threads start: long-running processes whose
+/// threads come and go (one GStreamer pipeline per RTSP client) otherwise
+/// keep a per-thread arena each and their RSS creeps up. Returns false if
+/// glibc refused.
+pub fn limit_malloc_arenas(n: i32) -> bool {
+    // SAFETY: mallopt only changes allocator tuning; M_ARENA_MAX takes any
+    // positive count and is safe to set at any time.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, n.max(1)) == 1 }
+}
