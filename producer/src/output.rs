@@ -46,10 +46,10 @@ impl Stats {
             last: Instant::now(),
             last_frames: 0,
             last_bytes: 0,
-            m_frames: m.counter("shmcast_producer_frames_total", "frames published"),
-            m_bytes: m.counter("shmcast_producer_bytes_total", "payload bytes published"),
-            m_fps: m.gauge_f64("shmcast_producer_fps", "frames per second over the last stats period"),
-            m_dropped: m.counter("shmcast_producer_dropped_total", "source frames that could not be published"),
+            m_frames: m.counter("shmcast_frames_total", "frames published"),
+            m_bytes: m.counter("shmcast_bytes_total", "payload bytes published"),
+            m_fps: m.gauge_f64("shmcast_fps", "frames per second over the last stats period"),
+            m_dropped: m.counter("shmcast_dropped_frames_total", "source frames that could not be published"),
         }
     }
 

@@ -46,7 +46,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         return list(&args);
     };
     let stop = shmcast_common::shutdown_flag()?;
-    let mut r = Reader::open(&name, &ReaderOptions::default())?;
+    let mut r = open_settled(&name)?;
     let head_gauge = shmcast_common::metrics::global().gauge("shmcast_head", "Next sequence the producer will write.");
     let fps_gauge = shmcast_common::metrics::global().gauge_f64("shmcast_fps", "Measured frames per second.");
     loop {
@@ -68,6 +68,24 @@ fn run(args: Args) -> anyhow::Result<()> {
                 Err(e) if e.is_transient() => {}
                 Err(e) => return Err(e).context("stream was replaced by an unusable object"),
             }
+        }
+    }
+}
+
+/// Opens the stream without waiting for a producer; a segment that exists but
+/// is still being initialised (a producer starting right now) gets up to 2 s.
+fn open_settled(name: &str) -> Result<Reader, shm_proto::OpenError> {
+    let end = Instant::now() + Duration::from_secs(2);
+    loop {
+        match Reader::open(name, &ReaderOptions::default()) {
+            Err(e @ shm_proto::OpenError::Invalid { source: shm_proto::HeaderError::NotReady, .. })
+            | Err(e @ shm_proto::OpenError::Invalid { source: shm_proto::HeaderError::TooSmall { .. }, .. }) => {
+                if Instant::now() >= end {
+                    return Err(e);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
         }
     }
 }
