@@ -115,7 +115,15 @@ pub enum HeaderError {
     UnknownFourcc(u32),
     /// The video format fields are inconsistent.
     #[error("invalid video format: {0}")]
-    Format(#[from] FormatError),
+    Format(FormatError),
+}
+
+// Not `#[from]`: that would also make it the error's `source`, and a chain
+// printed with `{:#}` would say it twice.
+impl From<FormatError> for HeaderError {
+    fn from(e: FormatError) -> Self {
+        HeaderError::Format(e)
+    }
 }
 
 /// Why a segment could not be created.
@@ -179,27 +187,27 @@ pub enum CreateError {
         reason: String,
     },
     /// `mlock` failed.
-    #[error("cannot lock stream {name} in memory ({bytes} bytes): {source} (raise RLIMIT_MEMLOCK or run as root)")]
+    #[error("cannot lock stream {name} in memory ({bytes} bytes): {error} (raise RLIMIT_MEMLOCK or run as root)")]
     Mlock {
         /// The stream name.
         name: String,
         /// Bytes to lock.
         bytes: u64,
-        /// The OS error.
-        source: io::Error,
+        /// The OS error (part of the message, so not also a `source`).
+        error: io::Error,
     },
     /// An unknown group name.
     #[error("unknown group {0:?}")]
     Group(String),
     /// Any other OS error, with the step that failed.
-    #[error("cannot create stream {name}: {op}: {source}")]
+    #[error("cannot create stream {name}: {op}: {error}")]
     Io {
         /// The stream name.
         name: String,
         /// The step.
         op: &'static str,
-        /// The OS error.
-        source: io::Error,
+        /// The OS error (part of the message, so not also a `source`).
+        error: io::Error,
     },
 }
 
@@ -224,23 +232,22 @@ pub enum OpenError {
         path: String,
     },
     /// The object is not (yet) a valid segment.
-    #[error("cannot open stream {name}: {source}")]
+    #[error("cannot open stream {name}: {reason}")]
     Invalid {
         /// The stream name.
         name: String,
-        /// What validation found.
-        #[source]
-        source: HeaderError,
+        /// What validation found (part of the message, so not also a `source`).
+        reason: HeaderError,
     },
     /// Any other OS error.
-    #[error("cannot open stream {name}: {op}: {source}")]
+    #[error("cannot open stream {name}: {op}: {error}")]
     Io {
         /// The stream name.
         name: String,
         /// The step.
         op: &'static str,
-        /// The OS error.
-        source: io::Error,
+        /// The OS error (part of the message, so not also a `source`).
+        error: io::Error,
     },
 }
 
@@ -251,8 +258,8 @@ impl OpenError {
         matches!(
             self,
             OpenError::NotFound { .. }
-                | OpenError::Invalid { source: HeaderError::NotReady, .. }
-                | OpenError::Invalid { source: HeaderError::TooSmall { .. }, .. }
+                | OpenError::Invalid { reason: HeaderError::NotReady, .. }
+                | OpenError::Invalid { reason: HeaderError::TooSmall { .. }, .. }
         )
     }
 }

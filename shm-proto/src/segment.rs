@@ -131,7 +131,7 @@ pub(crate) fn status_of(region: &Region, stale_after: Duration) -> (ProducerStat
 }
 
 fn open_err<'a>(name: &'a StreamName, op: &'static str) -> impl FnOnce(io::Error) -> OpenError + 'a {
-    move |source| OpenError::Io { name: name.to_string(), op, source }
+    move |error| OpenError::Io { name: name.to_string(), op, error }
 }
 
 /// Opens the segment of `name` read-only (`O_RDONLY`, `PROT_READ`) and validates it.
@@ -146,7 +146,7 @@ pub(crate) fn open_readonly(name: &StreamName, dir: Option<&Path>) -> Result<Map
         Err(e) => return Err(open_err(name, "open")(e)),
     };
     let meta = file.metadata().map_err(open_err(name, "fstat"))?;
-    let invalid = |source| OpenError::Invalid { name: name.to_string(), source };
+    let invalid = |reason| OpenError::Invalid { name: name.to_string(), reason };
     if !meta.file_type().is_file() {
         return Err(invalid(HeaderError::Geometry("the object is not a regular file")));
     }
@@ -220,7 +220,7 @@ fn existing_owner(name: &StreamName, path: &Path) -> Result<Option<(u32, Duratio
     let mapped = match open_readonly(name, path.parent()) {
         Ok(m) => m,
         Err(OpenError::NotFound { .. }) => return Ok(None),
-        Err(OpenError::Invalid { source: HeaderError::NotReady | HeaderError::TooSmall { .. }, .. }) => {
+        Err(OpenError::Invalid { reason: HeaderError::NotReady | HeaderError::TooSmall { .. }, .. }) => {
             // Being initialised by another producer right now, or left half-made
             // by one that died while creating. Give a creator 2 s.
             let young = std::fs::metadata(path)
@@ -249,7 +249,7 @@ pub(crate) fn create(
     if !(layout::MIN_SLOTS..=layout::MAX_SLOTS).contains(&slots) || !slots.is_power_of_two() {
         return Err(CreateError::Slots(opts.slots));
     }
-    let io_err = |op: &'static str| move |source| CreateError::Io { name: name.to_string(), op, source };
+    let io_err = |op: &'static str| move |error| CreateError::Io { name: name.to_string(), op, error };
     let huge_err = |reason: String| CreateError::HugePages { name: name.to_string(), reason };
 
     let (dir, align) = if opts.hugepages {
@@ -377,10 +377,10 @@ pub(crate) fn create(
         }
     })?;
     if opts.mlock {
-        region.mlock().map_err(|source| CreateError::Mlock {
+        region.mlock().map_err(|error| CreateError::Mlock {
             name: name.to_string(),
             bytes: geometry.total_size,
-            source,
+            error,
         })?;
     }
 

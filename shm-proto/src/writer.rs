@@ -144,7 +144,7 @@ impl Writer {
                         std::thread::park_timeout(HEARTBEAT_PERIOD);
                     }
                 })
-                .map_err(|source| CreateError::Io { name: name.to_string(), op: "spawn heartbeat thread", source })?
+                .map_err(|error| CreateError::Io { name: name.to_string(), op: "spawn heartbeat thread", error })?
         };
         Ok(Writer {
             name,

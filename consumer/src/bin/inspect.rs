@@ -78,8 +78,8 @@ fn open_settled(name: &str) -> Result<Reader, shm_proto::OpenError> {
     let end = Instant::now() + Duration::from_secs(2);
     loop {
         match Reader::open(name, &ReaderOptions::default()) {
-            Err(e @ shm_proto::OpenError::Invalid { source: shm_proto::HeaderError::NotReady, .. })
-            | Err(e @ shm_proto::OpenError::Invalid { source: shm_proto::HeaderError::TooSmall { .. }, .. }) => {
+            Err(e @ shm_proto::OpenError::Invalid { reason: shm_proto::HeaderError::NotReady, .. })
+            | Err(e @ shm_proto::OpenError::Invalid { reason: shm_proto::HeaderError::TooSmall { .. }, .. }) => {
                 if Instant::now() >= end {
                     return Err(e);
                 }
