@@ -415,9 +415,3 @@ pub(crate) fn unlink_if_same(path: &Path, dev_ino: (u64, u64)) {
 pub(crate) fn same_object(path: &Path, dev_ino: (u64, u64)) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == dev_ino)
 }
-
-/// Opens a file for tests of foreign objects; kept here so tests need no
-/// knowledge of the path scheme.
-pub fn object_path(name: &StreamName, dir: Option<&Path>) -> PathBuf {
-    dir.map(Path::to_path_buf).unwrap_or_else(default_dir).join(name.file_name())
-}

@@ -200,9 +200,10 @@ impl Writer {
 
     fn set_state(&self, state: u32) {
         let c = self.region.control();
-        // Release: pairs with nothing in particular; readers poll it, and the
-        // notify bump below makes waiters look.
-        c.state.0.state.store(state, Ordering::Release);
+        // Relaxed: readers poll the state as a standalone flag (they read no
+        // data through it); the notify bump below (Release) wakes waiters so
+        // they look at it promptly.
+        c.state.0.state.store(state, Ordering::Relaxed);
         seq::bump_notify(&c.notify.0);
         notify::wake_all(&c.notify.0);
     }
@@ -239,14 +240,10 @@ impl Drop for Writer {
             t.thread().unpark();
             let _ = t.join();
         }
-        // Only close and unlink what is still ours: a successor that replaced
-        // us after we were deemed stale keeps its stream.
-        if segment::same_object(&self.path, self.dev_ino) {
-            self.set_state(layout::state::CLOSED);
-            segment::unlink_if_same(&self.path, self.dev_ino);
-        } else {
-            self.set_state(layout::state::CLOSED);
-        }
+        // Unlink only what is still ours: a successor that replaced us after we
+        // were deemed stale keeps its stream.
+        self.set_state(layout::state::CLOSED);
+        segment::unlink_if_same(&self.path, self.dev_ino);
     }
 }
 
