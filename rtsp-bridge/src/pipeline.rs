@@ -35,30 +35,71 @@ impl Encoder {
         }
     }
 
+    /// The `--encoder` value that asks for it.
+    pub const fn flag(self) -> &'static str {
+        match self {
+            Encoder::X264 => "x264",
+            Encoder::OpenH264 => "openh264",
+        }
+    }
+
+    /// The Debian/Ubuntu package that provides the element.
+    pub const fn package(self) -> &'static str {
+        match self {
+            Encoder::X264 => "gstreamer1.0-plugins-ugly",
+            Encoder::OpenH264 => "gstreamer1.0-plugins-bad",
+        }
+    }
+
     fn installed(self) -> bool {
         gst::ElementFactory::find(self.element()).is_some()
     }
 
     /// Resolves the user's choice against what is installed (`gst::init` first).
     pub fn resolve(choice: EncoderChoice) -> anyhow::Result<Encoder> {
-        let hint = "install gstreamer1.0-plugins-ugly (x264enc) or gstreamer1.0-plugins-bad (openh264enc)";
-        match choice {
+        Self::resolve_with(choice, Encoder::installed)
+    }
+
+    /// [`Encoder::resolve`] against an `installed` predicate: the errors name
+    /// the missing element, the package that provides it and, for an explicit
+    /// choice, whether the other encoder would do, so that the one error line
+    /// says what to do.
+    fn resolve_with(choice: EncoderChoice, installed: impl Fn(Encoder) -> bool) -> anyhow::Result<Encoder> {
+        let (x264, openh264) = (Encoder::X264, Encoder::OpenH264);
+        let wanted = match choice {
             EncoderChoice::Auto => {
-                for e in [Encoder::X264, Encoder::OpenH264] {
-                    if e.installed() {
-                        return Ok(e);
-                    }
+                // x264 first, as documented: it takes NV12 sources without a conversion.
+                if let Some(e) = [x264, openh264].into_iter().find(|&e| installed(e)) {
+                    return Ok(e);
                 }
-                bail!("no H.264 encoder installed: {hint}")
+                bail!(
+                    "no H.264 encoder installed (GStreamer finds neither {} nor {}): install {} ({}) or {} ({})",
+                    x264.element(),
+                    openh264.element(),
+                    x264.package(),
+                    x264.element(),
+                    openh264.package(),
+                    openh264.element()
+                )
             }
-            EncoderChoice::X264 | EncoderChoice::OpenH264 => {
-                let e = if choice == EncoderChoice::X264 { Encoder::X264 } else { Encoder::OpenH264 };
-                if !e.installed() {
-                    bail!("encoder {} is not installed: {hint}", e.element());
-                }
-                Ok(e)
-            }
+            EncoderChoice::X264 => x264,
+            EncoderChoice::OpenH264 => openh264,
+        };
+        if installed(wanted) {
+            return Ok(wanted);
         }
+        let other = if wanted == x264 { openh264 } else { x264 };
+        let alternative = if installed(other) {
+            format!("{} is installed: use --encoder {} or --encoder auto", other.element(), other.flag())
+        } else {
+            format!("no other H.264 encoder is installed either ({} is in {})", other.element(), other.package())
+        };
+        bail!(
+            "--encoder {}: {} is not installed (install {}); {alternative}",
+            wanted.flag(),
+            wanted.element(),
+            wanted.package()
+        )
     }
 
     /// The raw format fed to the encoder for a stream whose first producer
@@ -146,6 +187,24 @@ pub fn launch(cfg: &Config, encoder: Encoder, format: &VideoFormat) -> String {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn resolve_names_the_missing_encoder_and_its_package() {
+        let only = |e: Encoder| move |x: Encoder| x == e;
+        assert_eq!(Encoder::resolve_with(EncoderChoice::Auto, |_| true).unwrap(), Encoder::X264);
+        assert_eq!(Encoder::resolve_with(EncoderChoice::Auto, only(Encoder::OpenH264)).unwrap(), Encoder::OpenH264);
+        let e = Encoder::resolve_with(EncoderChoice::Auto, |_| false).unwrap_err().to_string();
+        assert!(e.starts_with("no H.264 encoder installed"), "{e}");
+        assert!(e.contains("gstreamer1.0-plugins-ugly (x264enc)"), "{e}");
+        assert!(e.contains("gstreamer1.0-plugins-bad (openh264enc)"), "{e}");
+        let e = Encoder::resolve_with(EncoderChoice::X264, only(Encoder::OpenH264)).unwrap_err().to_string();
+        assert!(e.contains("x264enc is not installed (install gstreamer1.0-plugins-ugly)"), "{e}");
+        assert!(e.contains("use --encoder openh264"), "{e}");
+        let e = Encoder::resolve_with(EncoderChoice::OpenH264, |_| false).unwrap_err().to_string();
+        assert!(e.contains("openh264enc is not installed (install gstreamer1.0-plugins-bad)"), "{e}");
+        assert!(e.contains("no other H.264 encoder is installed either"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
 
     #[test]
     fn launch_lines_parse() {
