@@ -96,14 +96,61 @@ fn ball_pattern_gives_motion_following_the_ball() {
     let summary = lines.last().unwrap();
     assert_eq!(summary["type"], "summary");
     assert_eq!(summary["frames"], 240, "{summary}");
-    // One PNG per event, named in the event.
+    // One PNG per event, named in the event: the full-resolution frame with
+    // the ball inside the drawn box.
     for e in &events {
         let path = e["snapshot"].as_str().unwrap_or_else(|| panic!("no snapshot in {e}"));
-        let bytes = std::fs::read(path).unwrap_or_else(|err| panic!("{path}: {err}"));
-        assert_eq!(&bytes[1..4], b"PNG", "{path}");
+        check_snapshot(path, e, 320, 240);
     }
     assert_eq!(std::fs::read_dir(&snaps).unwrap().count(), events.len());
     let _ = std::fs::remove_dir_all(&snaps);
+}
+
+/// Decodes a snapshot PNG and checks it is the `width × height` gray frame
+/// with a 2-px box drawn around the event's peak box (the object on the
+/// snapshot's frame) and the object inside it.
+fn check_snapshot(path: &str, e: &serde_json::Value, width: u32, height: u32) {
+    let file = std::fs::File::open(path).unwrap_or_else(|err| panic!("{path}: {err}"));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("PNG data");
+    assert_eq!((info.width, info.height), (width, height), "{path} is not the full frame");
+    assert_eq!((info.color_type, info.bit_depth), (png::ColorType::Grayscale, png::BitDepth::Eight), "{path}");
+    let (w, h) = (width as i64, height as i64);
+    let px = |x: i64, y: i64| buf[(y * w + x) as usize];
+    let b: Vec<i64> = e["peak_bbox"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    let (bx, by, bw, bh) = (b[0], b[1], b[2], b[3]);
+    assert!(bw > 0 && bh > 0 && bx + bw <= w && by + bh <= h, "{e}");
+    // The box: every pixel of the 2-px ring just outside the bbox (inside the
+    // frame) has one level, white or black.
+    let mut ring = Vec::new();
+    for y in by - 2..by + bh + 2 {
+        for x in bx - 2..bx + bw + 2 {
+            let on_ring = y < by || y >= by + bh || x < bx || x >= bx + bw;
+            if on_ring && (0..w).contains(&x) && (0..h).contains(&y) {
+                ring.push(px(x, y));
+            }
+        }
+    }
+    assert!(ring.len() >= 8, "{path}: box entirely outside the frame? {e}");
+    // The object: inside the box, pixels clearly differ from the frame's
+    // background (its median outside the box).
+    let mut outside: Vec<u8> = (0..h)
+        .flat_map(|y| (0..w).map(move |x| (x, y)))
+        .filter(|&(x, y)| x < bx - 2 || x >= bx + bw + 2 || y < by - 2 || y >= by + bh + 2)
+        .map(|(x, y)| px(x, y))
+        .collect();
+    outside.sort_unstable();
+    let background = i32::from(outside[outside.len() / 2]);
+    let level = ring[0];
+    assert!(level == 255 || level == 0, "{path}: box level {level}");
+    assert!((i32::from(level) - background).abs() > 100, "{path}: box level {level} on background {background}");
+    assert!(ring.iter().all(|&v| v == level), "{path}: no complete box around {b:?}");
+    let differing = (by..by + bh)
+        .flat_map(|y| (bx..bx + bw).map(move |x| (x, y)))
+        .filter(|&(x, y)| (i32::from(px(x, y)) - background).abs() > 60)
+        .count();
+    assert!(differing >= 20, "{path}: only {differing} pixels inside {b:?} differ from the background {background}");
 }
 
 /// A static scene with sensor noise (and the masked status band) gives nothing.

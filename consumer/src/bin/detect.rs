@@ -37,7 +37,8 @@ struct Args {
     #[arg(long, default_value = "-", value_name = "FILE|-")]
     events: String,
 
-    /// Write one PNG per event (its peak frame, downscaled, box drawn) into DIR.
+    /// Write one PNG per event into DIR: the full-resolution luma of its peak
+    /// frame with the track's box drawn; the event's JSON names the file.
     #[arg(long, value_name = "DIR")]
     snapshots: Option<PathBuf>,
 
@@ -172,11 +173,14 @@ struct Sink {
 impl Sink {
     fn emit(&mut self, mut ev: EventRecord) -> anyhow::Result<()> {
         self.count += 1;
-        if let (Some(dir), Some(img)) = (&self.snapshots, ev.image.take()) {
+        if let (Some(dir), Some(mut img)) = (&self.snapshots, ev.image.take()) {
             let file = format!("{}-{}-{:06}-{}.png", self.name, ev.start_frame, self.count, kind_name(&ev));
             let path = dir.join(&file);
-            match snapshot::write_png(&path, &img, &ev) {
-                Ok(()) => ev.snapshot = Some(path.display().to_string()),
+            match snapshot::write_png(&path, &mut img, ev.peak_bbox, ev.bbox) {
+                Ok(()) => {
+                    ev.snapshot = Some(path.display().to_string());
+                    ev.snapshot_frame = img.frame;
+                }
                 Err(e) => tracing::warn!("{e:#}"),
             }
         }
@@ -287,13 +291,18 @@ fn run() -> anyhow::Result<()> {
                     // Cannot happen: a frame comes only after an attach.
                     continue;
                 };
-                let loaded = det.load(frame.data());
-                // The frame's bytes are not touched after `load`.
-                if frame.validate() {
+                let data = frame.data();
+                let loaded = det.load(data);
+                // The grid is used only if the frame was intact while `load`
+                // read it. With --snapshots, `process_frame` reads it again on
+                // a track's new peak and checks it again after that copy.
+                if frame.is_intact() {
                     if loaded {
-                        det.process(meta.frame_id, meta.capture_ns, &mut events);
+                        det.process_frame(meta.frame_id, meta.capture_ns, data, || frame.is_intact(), &mut events);
                     }
                 } else {
+                    // Counts the overrun (an overwritten slot stays overwritten).
+                    let _ = frame.validate();
                     m.overruns.fetch_add(1, Ordering::Relaxed);
                 }
                 processed += 1;

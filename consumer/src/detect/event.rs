@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::GridImage;
+use super::PeakImage;
 use super::track::{Finished, Kind, TrackPoint};
 
 /// One detected event.
@@ -24,6 +24,8 @@ pub struct EventRecord {
     pub peak: f32,
     /// Frame id of the brightest detection (the snapshot's frame).
     pub peak_frame: u64,
+    /// `[x, y, w, h]` of the object on `peak_frame` (the inner box of the snapshot).
+    pub peak_bbox: [u32; 4],
     /// Capture time of the first frame, Unix ns.
     pub start_capture_ns: u64,
     /// Capture time of the last frame, Unix ns.
@@ -37,14 +39,19 @@ pub struct EventRecord {
     /// The snapshot file, when one was written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
-    /// The peak frame's downscaled image, for the snapshot.
+    /// Frame id shown in the snapshot: `peak_frame`, unless that frame was
+    /// overwritten while it was copied (or no buffer was free then), in which
+    /// case the brightest frame that could be kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_frame: Option<u64>,
+    /// The peak frame's full-resolution luma, for the snapshot.
     #[serde(skip)]
-    pub image: Option<GridImage>,
+    pub image: Option<PeakImage>,
 }
 
 impl EventRecord {
     /// An event from a finished track.
-    pub fn new(f: Finished, image: Option<GridImage>) -> EventRecord {
+    pub fn new(f: Finished, image: Option<PeakImage>) -> EventRecord {
         let round = |v: f32| (v * 10.0).round() / 10.0;
         EventRecord {
             kind: f.kind,
@@ -53,6 +60,7 @@ impl EventRecord {
             bbox: f.bbox,
             peak: round(f.peak),
             peak_frame: f.peak_frame,
+            peak_bbox: f.peak_bbox,
             start_capture_ns: f.start_capture_ns,
             end_capture_ns: f.end_capture_ns,
             start_time: iso8601(f.start_capture_ns),
@@ -63,6 +71,7 @@ impl EventRecord {
                 .map(|p| TrackPoint { frame: p.frame, x: round(p.x), y: round(p.y), sum: p.sum.round() })
                 .collect(),
             snapshot: None,
+            snapshot_frame: None,
             image,
         }
     }
@@ -136,6 +145,7 @@ mod tests {
             bbox: [1, 2, 3, 4],
             peak: 99.04,
             peak_frame: 5,
+            peak_bbox: [1, 2, 3, 4],
             speed: 12.34,
             points: vec![TrackPoint { frame: 3, x: 1.26, y: 2.0, sum: 10.0 }],
             snapshot: None,

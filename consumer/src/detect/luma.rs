@@ -144,6 +144,44 @@ fn hsum_dyn(acc: &[u16], weights: &[f32], out: &mut [f32]) {
     }
 }
 
+/// Copies the full-resolution luma of `frame` (read in place) into `out`,
+/// `width × height` bytes, row-major without padding: the Y plane row by row
+/// for gray8/nv12/i420, every other byte for yuyv, and BT.601 luma in 8.8
+/// fixed point for rgb24/bgr24. False (leaving `out` in an unspecified state)
+/// when `frame` is too short or `out` has the wrong size, or for a compressed
+/// format. Used for snapshots only, on a track's new peak: never per frame.
+pub fn copy_luma(format: &VideoFormat, frame: &[u8], out: &mut [u8]) -> bool {
+    let (w, h) = (format.width as usize, format.height as usize);
+    let Some(layout) = format.luma() else { return false };
+    let (offset, stride, bpp) = match layout {
+        LumaLayout::Plane { offset, stride, step } => (offset as usize, stride as usize, step as usize),
+        LumaLayout::Rgb { offset, stride, .. } => (offset as usize, stride as usize, 3),
+    };
+    if w == 0 || h == 0 || out.len() != w * h || frame.len() < offset + (h - 1) * stride + w * bpp {
+        return false;
+    }
+    for (y, dst) in out.chunks_exact_mut(w).enumerate() {
+        let src = &frame[offset + y * stride..][..w * bpp];
+        match layout {
+            LumaLayout::Plane { step: 1, .. } => dst.copy_from_slice(src),
+            LumaLayout::Plane { .. } => {
+                for (d, s) in dst.iter_mut().zip(src.chunks_exact(bpp)) {
+                    *d = s[0];
+                }
+            }
+            LumaLayout::Rgb { bgr, .. } => {
+                // 77 + 150 + 29 = 256: 0.299, 0.587, 0.114 in 8.8 fixed point.
+                let (wr, wb) = if bgr { (29u32, 77u32) } else { (77, 29) };
+                for (d, s) in dst.iter_mut().zip(src.chunks_exact(3)) {
+                    let v = wr * u32::from(s[0]) + 150 * u32::from(s[1]) + wb * u32::from(s[2]);
+                    *d = ((v + 128) >> 8) as u8;
+                }
+            }
+        }
+    }
+    true
+}
+
 /// The default bin factor for a frame width: a model grid about 640–960 cells wide.
 pub fn auto_bin(width: u32) -> u32 {
     width.div_ceil(960).clamp(1, MAX_BIN)
@@ -199,6 +237,23 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn every_format_copies_the_same_luma() {
+        for pixel in PixelFormat::RAW {
+            let f = VideoFormat::new(64, 32, pixel, 30, 1).unwrap();
+            let mut buf = vec![128u8; f.frame_size as usize];
+            fill(&f, &mut buf, |x, y| ((x * 3 + y * 5) % 256) as u8);
+            let mut out = vec![0u8; 64 * 32];
+            assert!(copy_luma(&f, &buf, &mut out), "{pixel}");
+            for (i, &v) in out.iter().enumerate() {
+                let (x, y) = (i % 64, i / 64);
+                assert_eq!(v, ((x * 3 + y * 5) % 256) as u8, "{pixel} at {x},{y}");
+            }
+            assert!(!copy_luma(&f, &buf[..buf.len() / 4], &mut out), "{pixel}: short frame");
+            assert!(!copy_luma(&f, &buf, &mut out[1..]), "{pixel}: wrong output size");
         }
     }
 

@@ -6,7 +6,9 @@
 //! in [`Detector::load`]; the caller validates the frame after that and calls
 //! [`Detector::process`] only for a frame that was intact. Everything after
 //! `load` works on the detector's private grid, so an overrun costs nothing
-//! but that frame.
+//! but that frame. With snapshots, [`Detector::process_frame`] reads the frame
+//! a second time, only when a track reaches a new peak: it copies the
+//! full-resolution luma and keeps the copy only if the frame is still intact.
 //!
 //! ```
 //! use shmcast_consumer::detect::{Config, Detector};
@@ -82,23 +84,26 @@ pub struct Config {
     pub blobs: BlobParams,
     /// Tracking and classification tuning.
     pub track: TrackParams,
-    /// Keep a downscaled image of each track's peak frame (for `--snapshots`).
+    /// Keep a full-resolution luma image of each track's peak frame (for `--snapshots`).
     pub snapshots: bool,
 }
 
-/// How many tracks can hold a snapshot image at once.
-const SNAPSHOT_SLOTS: usize = 8;
+/// How many tracks can hold a snapshot image at once. Each is a full
+/// `width × height` luma buffer (plus one spare for copying), so this bounds
+/// the memory: 5 × 8.3 MB at 4K. A track beyond these takes a buffer when one
+/// frees up and it reaches a new peak; an event that never got one has none.
+pub const SNAPSHOT_SLOTS: usize = 4;
 
-/// A downscaled 8-bit luma image of the model grid (for snapshots).
+/// A full-resolution 8-bit luma image of a frame (for snapshots).
 #[derive(Clone, Debug)]
-pub struct GridImage {
-    /// Width in cells.
+pub struct PeakImage {
+    /// Width in pixels (the stream's width).
     pub width: usize,
-    /// Height in cells.
+    /// Height in pixels (the stream's height).
     pub height: usize,
-    /// Pixels per cell side.
-    pub bin: usize,
-    /// `width × height` luma bytes.
+    /// Frame id of the image; `None` while the buffer holds nothing valid.
+    pub frame: Option<u64>,
+    /// `width × height` luma bytes, row-major.
     pub luma: Vec<u8>,
 }
 
@@ -112,7 +117,14 @@ pub struct Detector {
     cur: Vec<f32>,
     dets: Vec<Detection>,
     finished: Vec<Finished>,
-    images: Vec<GridImage>,
+    images: Vec<PeakImage>,
+    /// Where a frame is copied before it is known to be intact; swapped with
+    /// the track's image when it is (so an overrun keeps the previous peak).
+    spare: Vec<u8>,
+    /// Copies dropped because the producer overwrote the slot while copying.
+    snapshot_overruns: u64,
+    /// Whether the "event without snapshot" warning was given.
+    warned_no_snapshot: bool,
     loaded: bool,
     last: Option<Outcome>,
     rebaselines: u64,
@@ -151,8 +163,9 @@ impl Detector {
             model.set_active(&active);
         }
         let slots = if cfg.snapshots { SNAPSHOT_SLOTS } else { 0 };
-        let images =
-            (0..slots).map(|_| GridImage { width: gw, height: gh, bin: binner.bin(), luma: vec![0; cells] }).collect();
+        let (w, h) = (format.width as usize, format.height as usize);
+        let images = (0..slots).map(|_| PeakImage { width: w, height: h, frame: None, luma: vec![0; w * h] }).collect();
+        let spare = if cfg.snapshots { vec![0; w * h] } else { Vec::new() };
         Ok(Detector {
             format: *format,
             model,
@@ -162,6 +175,9 @@ impl Detector {
             dets: Vec::with_capacity(cfg.blobs.max_blobs),
             finished: Vec::new(),
             images,
+            spare,
+            snapshot_overruns: 0,
+            warned_no_snapshot: false,
             binner,
             loaded: false,
             last: None,
@@ -185,6 +201,11 @@ impl Detector {
             + self.cur.len() * 4
             + self.blobs.memory_bytes()
             + self.images.iter().map(|i| i.luma.len()).sum::<usize>()
+            + self.spare.len()
+    }
+    /// Snapshot copies dropped because the frame was overwritten while copied.
+    pub fn snapshot_overruns(&self) -> u64 {
+        self.snapshot_overruns
     }
     /// Times the model re-baselined after a whole-frame change (or a too busy frame).
     pub fn rebaselines(&self) -> u64 {
@@ -212,8 +233,25 @@ impl Detector {
     }
 
     /// Processes the grid loaded by [`Detector::load`] (call only when the
-    /// frame validated); appends events of tracks that ended to `out`.
+    /// frame validated); appends events of tracks that ended to `out`. Takes
+    /// no snapshot image: see [`Detector::process_frame`].
     pub fn process(&mut self, frame_id: u64, capture_ns: u64, out: &mut Vec<EventRecord>) {
+        self.process_frame(frame_id, capture_ns, &[], || false, out);
+    }
+
+    /// [`Detector::process`], and with snapshots enabled, when a track reaches
+    /// a new peak on this frame: copies `frame`'s full-resolution luma (read
+    /// in place again) into that track's image, keeping the copy only if
+    /// `intact()` (the frame's post-use validation) still holds afterwards;
+    /// otherwise the track keeps its previous peak image.
+    pub fn process_frame(
+        &mut self,
+        frame_id: u64,
+        capture_ns: u64,
+        frame: &[u8],
+        intact: impl Fn() -> bool,
+        out: &mut Vec<EventRecord>,
+    ) {
         if !std::mem::take(&mut self.loaded) {
             return;
         }
@@ -251,20 +289,55 @@ impl Detector {
             Outcome::Warmup => {}
         }
         self.tracker.update(frame_id, capture_ns, &self.dets, &mut self.finished);
-        for &slot in &self.tracker.refresh {
-            for (o, &c) in self.images[slot].luma.iter_mut().zip(&self.cur) {
-                *o = c as u8;
-            }
+        for &slot in &self.tracker.acquired {
+            // A buffer taken over from an earlier track holds its image.
+            self.images[slot].frame = None;
         }
+        self.capture(frame_id, frame, intact);
         self.drain(out);
+    }
+
+    /// Copies the frame into the images of the tracks that peaked on it (one
+    /// copy of the frame, however many tracks).
+    fn capture(&mut self, frame_id: u64, frame: &[u8], intact: impl Fn() -> bool) {
+        let Some((&first, rest)) = self.tracker.refresh.split_first() else { return };
+        if frame.is_empty() {
+            return;
+        }
+        if !luma::copy_luma(&self.format, frame, &mut self.spare) {
+            return;
+        }
+        if !intact() {
+            // The producer overwrote the slot while we copied: the copy may
+            // mix two frames. Keep the previous peak.
+            self.snapshot_overruns += 1;
+            return;
+        }
+        std::mem::swap(&mut self.spare, &mut self.images[first].luma);
+        self.images[first].frame = Some(frame_id);
+        let img = std::mem::take(&mut self.images[first].luma);
+        for &s in rest {
+            self.images[s].luma.copy_from_slice(&img);
+            self.images[s].frame = Some(frame_id);
+        }
+        self.images[first].luma = img;
     }
 
     fn drain(&mut self, out: &mut Vec<EventRecord>) {
         for f in self.finished.drain(..) {
-            let image = f.snapshot.map(|s| {
+            let image = f.snapshot.and_then(|s| {
                 self.tracker.release_snapshot_slot(s);
-                self.images[s].clone()
+                // NB: a clone per event (not per frame): the buffer stays with the detector.
+                self.images[s].frame.map(|_| self.images[s].clone())
             });
+            if image.is_none() && !self.images.is_empty() && !self.warned_no_snapshot {
+                self.warned_no_snapshot = true;
+                tracing::warn!(
+                    start_frame = f.start_frame,
+                    "event without snapshot: more than {SNAPSHOT_SLOTS} tracks at once, or its frames were \
+                     overwritten while copied (logged once)"
+                );
+            }
             out.push(EventRecord::new(f, image));
         }
     }
@@ -319,7 +392,7 @@ mod tests {
         let mut out = Vec::new();
         for (id, f) in it {
             assert!(det.load(&f));
-            det.process(id, id * 33_000_000, &mut out);
+            det.process_frame(id, id * 33_000_000, &f, || true, &mut out);
         }
         det.flush(&mut out);
         out
@@ -360,8 +433,52 @@ mod tests {
         assert!(b.start_frame <= 72 && b.end_frame >= 148, "{b:?}");
         let [x, y, w, h] = b.bbox;
         assert!(x <= 92 && x + w >= 188 && y <= 162 && y + h >= 178, "{b:?}");
-        // Snapshots: the peak frame's image was kept.
-        assert!(m.image.as_ref().is_some_and(|i| i.luma.len() == i.width * i.height));
+        // Snapshots: the peak frame's full-resolution image was kept, and
+        // the object is in it, inside the event's box.
+        for ev in [m, b] {
+            let img = ev.image.as_ref().expect("snapshot image");
+            assert_eq!((img.width, img.height, img.luma.len()), (320, 240, 320 * 240));
+            assert_eq!(img.frame, Some(ev.peak_frame), "{ev:?}");
+            let [x, y, w, h] = ev.bbox.map(|v| v as usize);
+            let inside = (y..y + h).flat_map(|yy| (x..x + w).map(move |xx| (xx, yy)));
+            let brightest = inside.map(|(xx, yy)| img.luma[yy * 320 + xx]).max().unwrap();
+            assert!(brightest > 100, "{brightest} in {:?}", ev.bbox);
+        }
+    }
+
+    #[test]
+    fn snapshot_copy_of_an_overwritten_frame_is_dropped() {
+        let format = VideoFormat::new(320, 240, PixelFormat::Gray8, 30, 1).unwrap();
+        let mut det = Detector::new(&Config { snapshots: true, ..Config::default() }, &format).unwrap();
+        // A blob moving 2 px/frame, growing: every frame is a new peak.
+        let blob = |id: u64, x: usize, y: usize| {
+            let (cx, r) = (60.0 + 2.0 * id as f32, 4.0 + 0.2 * id as f32);
+            if id >= 20 && (x as f32 - cx).hypot(y as f32 - 120.0) < r { 120.0 } else { 0.0 }
+        };
+        let mut out = Vec::new();
+        for (id, f) in frames(&format, 60, 2.0, blob) {
+            assert!(det.load(&f));
+            // From frame 40 on, every copy is "overwritten" while read.
+            det.process_frame(id, 0, &f, || id < 40, &mut out);
+        }
+        det.flush(&mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let ev = &out[0];
+        assert!(ev.peak_frame >= 50, "{ev:?}");
+        // The last intact copy is kept, not a torn one.
+        assert_eq!(ev.image.as_ref().and_then(|i| i.frame), Some(39), "{ev:?}");
+        // One per new peak from frame 40 on (nearly every frame: the blob grows).
+        assert!((15..=20).contains(&det.snapshot_overruns()), "{}", det.snapshot_overruns());
+        // Without snapshots nothing is copied or kept.
+        let mut det = Detector::new(&Config::default(), &format).unwrap();
+        let mut out = Vec::new();
+        for (id, f) in frames(&format, 60, 2.0, blob) {
+            assert!(det.load(&f));
+            det.process_frame(id, 0, &f, || true, &mut out);
+        }
+        det.flush(&mut out);
+        assert!(out.len() == 1 && out[0].image.is_none(), "{out:?}");
+        assert_eq!(det.memory_bytes(), Detector::new(&Config::default(), &format).unwrap().memory_bytes());
     }
 
     #[test]

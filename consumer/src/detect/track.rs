@@ -153,6 +153,8 @@ pub struct Finished {
     pub peak: f32,
     /// Frame with the largest integrated brightness.
     pub peak_frame: u64,
+    /// Box of the detection on `peak_frame`, `[x, y, w, h]` px.
+    pub peak_bbox: [u32; 4],
     /// Mean speed, px/frame.
     pub speed: f32,
     /// Track points.
@@ -172,6 +174,7 @@ struct Track {
     peak: f32,
     peak_sum: f32,
     peak_frame: u64,
+    peak_bbox: [u32; 4],
     /// Snapshot slot index, when snapshots are kept.
     snapshot: Option<usize>,
     /// Assigned this frame.
@@ -216,8 +219,12 @@ pub struct Tracker {
     claimed: Vec<Option<u16>>,
     /// Snapshot slots free for new tracks (when snapshots are kept).
     free_slots: Vec<usize>,
-    /// Tracks whose snapshot should be refreshed from the current frame.
+    /// Snapshot slots of tracks that reached a new peak on the current frame:
+    /// their image should be refreshed from it.
     pub refresh: Vec<usize>,
+    /// Snapshot slots taken by a track on the current frame (their previous
+    /// content belongs to an earlier track).
+    pub acquired: Vec<usize>,
 }
 
 impl Tracker {
@@ -231,6 +238,7 @@ impl Tracker {
             claimed: Vec::with_capacity(64),
             free_slots: (0..snapshot_slots).rev().collect(),
             refresh: Vec::with_capacity(snapshot_slots),
+            acquired: Vec::with_capacity(snapshot_slots),
         }
     }
 
@@ -247,6 +255,7 @@ impl Tracker {
     /// Feeds one frame's detections; finished tracks are classified into `out`.
     pub fn update(&mut self, frame: u64, capture_ns: u64, dets: &[Detection], out: &mut Vec<Finished>) {
         self.refresh.clear();
+        self.acquired.clear();
         for t in &mut self.active {
             t.hit = false;
         }
@@ -296,10 +305,18 @@ impl Tracker {
             if let Some(d) = a {
                 let t = &mut self.active[ti];
                 Self::add(&self.p, t, frame, capture_ns, d);
-                if t.peak_frame == frame
-                    && let Some(s) = t.snapshot
-                {
-                    self.refresh.push(s);
+                if t.peak_frame == frame {
+                    // A track that started while every slot was taken gets
+                    // one at its next peak after one frees up.
+                    if t.snapshot.is_none()
+                        && let Some(s) = self.free_slots.pop()
+                    {
+                        t.snapshot = Some(s);
+                        self.acquired.push(s);
+                    }
+                    if let Some(s) = t.snapshot {
+                        self.refresh.push(s);
+                    }
                 }
             }
         }
@@ -319,6 +336,7 @@ impl Tracker {
                 peak: 0.0,
                 peak_sum: 0.0,
                 peak_frame: 0,
+                peak_bbox: [0; 4],
                 snapshot: None,
                 hit: false,
                 thin: 1,
@@ -339,6 +357,7 @@ impl Tracker {
             t.snapshot = self.free_slots.pop();
             Self::add(&self.p, &mut t, frame, capture_ns, d);
             if let Some(s) = t.snapshot {
+                self.acquired.push(s);
                 self.refresh.push(s);
             }
             self.active.push(t);
@@ -374,6 +393,7 @@ impl Tracker {
         if d.sum > t.peak_sum {
             t.peak_sum = d.sum;
             t.peak_frame = frame;
+            t.peak_bbox = d.bbox;
         }
         if (t.hits - 1).is_multiple_of(t.thin) {
             if t.points.len() == p.max_points {
@@ -407,6 +427,7 @@ impl Tracker {
                 bbox: t.bbox,
                 peak: t.peak,
                 peak_frame: t.peak_frame,
+                peak_bbox: t.peak_bbox,
                 speed,
                 points: t.points.clone(),
                 // The caller releases the slot after writing the snapshot.
