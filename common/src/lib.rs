@@ -1,8 +1,14 @@
 //! Shared pieces of the shmcast binaries: common command-line arguments,
-//! logging set-up, the `main` wrapper with deliberate exit codes, and signals.
+//! logging set-up, the `main` wrapper with deliberate exit codes, signals,
+//! the HTTP server and the Prometheus metrics (including the reader metrics
+//! every ring consumer exports).
 #![forbid(unsafe_code)]
 
+pub mod http;
 pub mod metrics;
+pub mod reader_metrics;
+
+pub use reader_metrics::ReaderMetrics;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

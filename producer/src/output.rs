@@ -5,12 +5,12 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use shm_proto::{CreateOptions, FrameMeta, VideoFormat, Writer};
+use shmcast_common::metrics::{Counter, FloatGauge};
 
 use crate::events::Truth;
 
@@ -24,10 +24,10 @@ pub struct Stats {
     last: Instant,
     last_frames: u64,
     last_bytes: u64,
-    m_frames: Arc<AtomicU64>,
-    m_bytes: Arc<AtomicU64>,
-    m_fps: Arc<AtomicU64>,
-    m_dropped: Arc<AtomicU64>,
+    m_frames: Counter,
+    m_bytes: Counter,
+    m_fps: FloatGauge,
+    m_dropped: Counter,
 }
 
 impl Default for Stats {
@@ -62,16 +62,15 @@ impl Stats {
     pub fn frame(&mut self, bytes: u64) {
         self.frames += 1;
         self.bytes += bytes;
-        // Relaxed: standalone counters read by the metrics thread.
-        self.m_frames.fetch_add(1, Ordering::Relaxed);
-        self.m_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.m_frames.inc();
+        self.m_bytes.inc_by(bytes);
         let now = Instant::now();
         let dt = now.duration_since(self.last);
         if dt >= STATS_PERIOD {
             let secs = dt.as_secs_f64();
             let fps = (self.frames - self.last_frames) as f64 / secs;
             let mbps = (self.bytes - self.last_bytes) as f64 / secs / 1e6;
-            self.m_fps.store(fps.to_bits(), Ordering::Relaxed);
+            self.m_fps.set(fps);
             tracing::info!(
                 fps = format_args!("{fps:.1}"),
                 frames = self.frames,
@@ -87,7 +86,7 @@ impl Stats {
 
     /// Counts a source frame that was dropped (e.g. larger than a slot).
     pub fn dropped(&self) {
-        self.m_dropped.fetch_add(1, Ordering::Relaxed);
+        self.m_dropped.inc();
     }
 }
 

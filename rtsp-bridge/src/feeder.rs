@@ -1,7 +1,7 @@
 //! The ring feeder: one thread per media, from `media-configure` until the
 //! media is unprepared.
 //!
-//! Invariants (each one a lesson from the appsrc leak notes, FACTS.md):
+//! Invariants (each one a lesson from the appsrc leak notes):
 //! - It pushes only while the appsrc is PLAYING; before that it keeps its
 //!   follower current and discards frames.
 //! - Every frame costs one copy, from the slot into a buffer of a bounded pool,
@@ -27,8 +27,9 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
-use shm_proto::{Attached, Event, Follower, Frame, PixelFormat, ReaderOptions, ReaderStats, VideoFormat};
-use shmcast_common::metrics::{self, Histogram};
+use shm_proto::{Attached, Event, Follower, Frame, PixelFormat, ReaderOptions, VideoFormat};
+use shmcast_common::ReaderMetrics;
+use shmcast_common::metrics::{self, Counter, FloatGauge, IntGauge};
 use tracing::{debug, info, warn};
 
 use crate::pipeline;
@@ -42,26 +43,18 @@ const NULL_GIVE_UP: Duration = Duration::from_secs(5);
 /// A capture time further than this from "now" is not trusted: re-anchor.
 const MAX_SKEW_NS: i128 = 1_000_000_000;
 
-/// The bridge's metrics (names are the project-wide ones).
+/// The bridge's own metrics (each feeder's reader has its [`ReaderMetrics`]).
 pub struct Metrics {
-    /// Frames read from the ring.
-    pub frames: Arc<AtomicU64>,
-    /// Frames the producer overwrote before they were read.
-    pub lost: Arc<AtomicU64>,
-    /// Frames overwritten while being copied.
-    pub overruns: Arc<AtomicU64>,
-    /// Frames between the producer's head and the reader's cursor.
-    pub lag: Arc<AtomicU64>,
-    /// Publish → bridge receive.
-    pub wake: Arc<Histogram>,
     /// Connected RTSP clients.
-    pub clients: Arc<AtomicU64>,
+    pub clients: IntGauge,
     /// Frames out of the encoder (or JPEG frames passed through).
-    pub encoded: Arc<AtomicU64>,
+    pub encoded: Counter,
     /// Encoded frames per second over the last second.
-    pub encoded_fps: Arc<AtomicU64>,
+    pub encoded_fps: FloatGauge,
     /// Frames read while a client was playing that never reached the encoder.
-    pub dropped: Arc<AtomicU64>,
+    pub dropped: Counter,
+    /// The reader families, for the stats line (totals of every feeder).
+    pub reader: ReaderMetrics,
 }
 
 impl Metrics {
@@ -69,22 +62,14 @@ impl Metrics {
     pub fn register() -> Metrics {
         let r = metrics::global();
         Metrics {
-            frames: r.counter("shmcast_frames_total", "Frames read from the ring."),
-            lost: r.counter("shmcast_lost_frames_total", "Frames overwritten before the bridge read them."),
-            overruns: r.counter("shmcast_overruns_total", "Frames overwritten while being copied (dropped)."),
-            lag: r.gauge("shmcast_reader_lag_frames", "Frames published but not yet read."),
-            wake: r.histogram(
-                "shmcast_wake_latency_seconds",
-                "Publish to bridge receive.",
-                &[0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1],
-            ),
-            clients: r.gauge("shmcast_rtsp_clients", "Connected RTSP clients."),
-            encoded: r.counter("shmcast_encoded_frames_total", "Frames out of the encoder (or JPEG payloader)."),
-            encoded_fps: r.gauge_f64("shmcast_encoded_fps", "Encoded frames per second."),
+            clients: r.gauge("shmcast_rtsp_clients", "Connected RTSP clients"),
+            encoded: r.counter("shmcast_encoded_frames_total", "Frames out of the encoder (or JPEG payloader)"),
+            encoded_fps: r.gauge_f64("shmcast_encoded_fps", "Encoded frames per second"),
             dropped: r.counter(
                 "shmcast_dropped_frames_total",
-                "Frames read while playing that did not reach the encoder (pool exhausted, leaky queue).",
+                "Frames read while playing that did not reach the encoder (pool exhausted, leaky queue)",
             ),
+            reader: ReaderMetrics::new(),
         }
     }
 }
@@ -167,7 +152,8 @@ struct Feeder {
     pushed: u64,
     leak_reported: u64,
     leak_checked: Instant,
-    prev: ReaderStats,
+    /// This feeder's reader, added to the process-wide reader metrics.
+    reader_metrics: ReaderMetrics,
 }
 
 impl Feeder {
@@ -200,7 +186,7 @@ impl Feeder {
             pushed: 0,
             leak_reported: 0,
             leak_checked: Instant::now(),
-            prev: ReaderStats::default(),
+            reader_metrics: ReaderMetrics::new(),
         };
         f.set_format(first);
         f
@@ -233,7 +219,7 @@ impl Feeder {
                 null_since = None;
             }
             if self.flushing_since.is_some_and(|t| t.elapsed() > Duration::from_secs(1)) {
-                // The media is shutting down (FACTS.md: end on Flushing).
+                // The media is shutting down (end on Flushing).
                 break;
             }
             let timeout = if playing && !self.live(&follower) {
@@ -348,15 +334,12 @@ impl Feeder {
     fn on_frame(&mut self, f: Frame<'_>, playing: bool) {
         let m = &self.shared.metrics;
         let meta = *f.meta();
-        let now = shm_proto::os::realtime_ns();
-        m.wake.observe(now.saturating_sub(meta.publish_ns) as f64 / 1e9);
-        // Relaxed: statistics.
-        m.frames.fetch_add(1, Ordering::Relaxed);
+        self.reader_metrics.observe_wake(meta.publish_ns);
         if !playing || self.incompatible {
             return;
         }
         let Some(mut buf) = self.acquire() else {
-            m.dropped.fetch_add(1, Ordering::Relaxed);
+            m.dropped.inc();
             return;
         };
         let copied = {
@@ -489,20 +472,13 @@ impl Feeder {
         let level = if force { 0 } else { self.appsrc.current_level_buffers() };
         let leaked = self.pushed.saturating_sub(out).saturating_sub(level);
         if leaked > self.leak_reported {
-            self.shared.metrics.dropped.fetch_add(leaked - self.leak_reported, Ordering::Relaxed);
+            self.shared.metrics.dropped.inc_by(leaked - self.leak_reported);
             self.leak_reported = leaked;
         }
     }
 
     fn account(&mut self, follower: &Follower) {
-        let m = &self.shared.metrics;
-        let s = follower.stats();
-        // Relaxed: statistics.
-        m.lost.fetch_add(s.lost.saturating_sub(self.prev.lost), Ordering::Relaxed);
-        m.overruns.fetch_add(s.overruns.saturating_sub(self.prev.overruns), Ordering::Relaxed);
-        self.prev = s;
-        let lag = follower.reader().map_or(0, |r| r.head().saturating_sub(r.cursor()));
-        m.lag.store(lag, Ordering::Relaxed);
+        self.reader_metrics.record(follower);
     }
 }
 

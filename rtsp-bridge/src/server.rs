@@ -109,6 +109,7 @@ fn connect_clients(server: &RTSPServer, shared: &Arc<Shared>, max: Option<u32>) 
         let clients = &shared.metrics.clients;
         // Client callbacks may run on several threads: decide and count in one step.
         let accepted = clients
+            .inner()
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| match max {
                 Some(m) if n >= u64::from(m) => None,
                 _ => Some(n + 1),
@@ -124,8 +125,7 @@ fn connect_clients(server: &RTSPServer, shared: &Arc<Shared>, max: Option<u32>) 
         debug!("client connected");
         let s = Arc::clone(&shared);
         client.connect_closed(move |_| {
-            // Relaxed: a gauge.
-            s.metrics.clients.fetch_sub(1, Ordering::Relaxed);
+            s.metrics.clients.dec();
             debug!("client closed");
         });
         let s = Arc::clone(&shared);
@@ -134,7 +134,7 @@ fn connect_clients(server: &RTSPServer, shared: &Arc<Shared>, max: Option<u32>) 
 }
 
 /// A client joining a running shared media sees garbage until the next IDR:
-/// ask the encoder for one now, with SPS/PPS (FACTS.md).
+/// ask the encoder for one now, with SPS/PPS.
 fn force_key_unit(shared: &Shared) {
     let pay = shared.pay.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|w| w.upgrade());
     if let Some(pay) = pay {
@@ -219,10 +219,9 @@ fn mount(cfg: &Config, encoder: Encoder, server: &RTSPServer, shared: &Arc<Share
     }
 }
 
-fn count_buffers(pad: &gst::Pad, counter: Arc<AtomicU64>) {
+fn count_buffers(pad: &gst::Pad, count: impl Fn() + Send + Sync + 'static) {
     pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-        // Relaxed: a statistic.
-        counter.fetch_add(1, Ordering::Relaxed);
+        count();
         gst::PadProbeReturn::Ok
     });
 }
@@ -241,11 +240,18 @@ fn configure(shared: &Arc<Shared>, media: &rtsp_server::RTSPMedia) {
     appsrc.set_caps(pipeline::source_caps(first, pipeline::rate(first)).as_ref());
     let out = Arc::new(AtomicU64::new(0));
     if let Some(pad) = appsrc.static_pad("src") {
-        count_buffers(&pad, Arc::clone(&out));
+        let out = Arc::clone(&out);
+        count_buffers(&pad, move || {
+            // Relaxed: a statistic.
+            out.fetch_add(1, Ordering::Relaxed);
+        });
     }
     if let Some(pay) = bin.by_name("pay0") {
         if let Some(pad) = pay.static_pad("sink") {
-            count_buffers(&pad, Arc::clone(&shared.metrics.encoded));
+            let encoded = shared.metrics.encoded.clone();
+            count_buffers(&pad, move || {
+                encoded.inc();
+            });
         }
         *shared.pay.lock().unwrap_or_else(|p| p.into_inner()) = Some(pay.downgrade());
     }
@@ -293,22 +299,22 @@ fn start_stats(shared: &Arc<Shared>, main_loop: &glib::MainLoop, flag: Arc<Atomi
             return glib::ControlFlow::Continue;
         }
         let m = &shared.metrics;
-        // Relaxed: statistics.
-        let encoded = m.encoded.load(Ordering::Relaxed);
+        let encoded = m.encoded.get();
         let dt = last.0.elapsed().as_secs_f64();
         let fps = (encoded - last.1) as f64 / dt.max(1e-3);
-        m.encoded_fps.store(fps.to_bits(), Ordering::Relaxed);
+        m.encoded_fps.set(fps);
         last = (Instant::now(), encoded);
         shared.feeders.lock().unwrap_or_else(|p| p.into_inner()).retain(|h| !h.is_finished());
         if ticks.is_multiple_of(50) {
+            let reader = m.reader.totals();
             info!(
-                clients = m.clients.load(Ordering::Relaxed),
-                frames_in = m.frames.load(Ordering::Relaxed),
+                clients = m.clients.get(),
+                frames_in = reader.frames,
                 encoded,
                 encoded_fps = format_args!("{fps:.1}"),
-                dropped = m.dropped.load(Ordering::Relaxed),
-                lost = m.lost.load(Ordering::Relaxed),
-                overruns = m.overruns.load(Ordering::Relaxed),
+                dropped = m.dropped.get(),
+                lost = reader.lost,
+                overruns = reader.overruns,
                 rss_mb = format_args!("{:.1}", shmcast_common::rss_bytes() as f64 / 1048576.0),
                 "stats"
             );

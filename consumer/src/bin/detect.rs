@@ -7,13 +7,14 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use shm_proto::{Event, Follower, ProducerStatus, ReaderOptions, Start, VideoFormat};
-use shmcast_common::metrics::{self, Histogram};
+use shmcast_common::ReaderMetrics;
+use shmcast_common::metrics::{self, Counter, Histogram};
 use shmcast_consumer::detect::mqtt::{MqttConfig, MqttStats, Publisher};
 use shmcast_consumer::detect::{Config, Detector, EventRecord, Rect, Summary, snapshot};
 
@@ -99,33 +100,19 @@ fn main() -> ExitCode {
     shmcast_common::main_wrapper("shmcast-detect", run)
 }
 
+/// The detector's own metrics (the reader's are [`ReaderMetrics`]).
 struct Metrics {
-    frames: Arc<AtomicU64>,
-    lost: Arc<AtomicU64>,
-    overruns: Arc<AtomicU64>,
-    events: Arc<AtomicU64>,
-    lag: Arc<AtomicU64>,
-    wake: Arc<Histogram>,
-    process: Arc<Histogram>,
+    events: Counter,
+    process: Histogram,
 }
 
 impl Metrics {
     fn register() -> Metrics {
         let m = metrics::global();
-        let wake_bounds = [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.5];
         let proc_bounds = [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 3.3e-2, 5e-2, 0.1, 0.2, 0.5];
         Metrics {
-            frames: m.counter("shmcast_frames_total", "Frames handed to the detector."),
-            lost: m.counter("shmcast_lost_frames_total", "Frames overwritten before the detector read them."),
-            overruns: m.counter("shmcast_overruns_total", "Frames overwritten while being processed (result dropped)."),
-            events: m.counter("shmcast_events_total", "Events reported."),
-            lag: m.gauge("shmcast_reader_lag_frames", "Frames published but not yet read (head - cursor)."),
-            wake: m.histogram(
-                "shmcast_wake_latency_seconds",
-                "Time from a frame's publication to the detector receiving it.",
-                &wake_bounds,
-            ),
-            process: m.histogram("shmcast_process_seconds", "Per-frame processing time.", &proc_bounds),
+            events: m.counter("shmcast_events_total", "Events reported"),
+            process: m.histogram("shmcast_process_seconds", "Per-frame processing time", &proc_bounds),
         }
     }
 }
@@ -253,6 +240,7 @@ fn run() -> anyhow::Result<()> {
     let mut sink = Sink { out, snapshots: args.snapshots.clone(), mqtt, count: 0, name: args.name.clone() };
 
     let m = Metrics::register();
+    let mut reader_metrics = ReaderMetrics::new();
     let start = if args.start == "next" { Start::Next } else { Start::Oldest };
     let mut follower = Follower::new(&args.name, ReaderOptions { start, ..ReaderOptions::default() })
         .with_context(|| format!("invalid stream name {:?}", args.name))?;
@@ -284,8 +272,7 @@ fn run() -> anyhow::Result<()> {
                 // Only a frame published while we waited measures the wake-up;
                 // one that was already there measures our backlog.
                 if meta.publish_ns >= wait_start_ns {
-                    let now = shm_proto::os::realtime_ns();
-                    m.wake.observe(now.saturating_sub(meta.publish_ns) as f64 * 1e-9);
+                    reader_metrics.observe_wake(meta.publish_ns);
                 }
                 let Some(det) = detector.as_mut() else {
                     // Cannot happen: a frame comes only after an attach.
@@ -303,7 +290,6 @@ fn run() -> anyhow::Result<()> {
                 } else {
                     // Counts the overrun (an overwritten slot stays overwritten).
                     let _ = frame.validate();
-                    m.overruns.fetch_add(1, Ordering::Relaxed);
                 }
                 processed += 1;
                 period_frames += 1;
@@ -365,13 +351,8 @@ fn run() -> anyhow::Result<()> {
         }
         // Counters from the follower (cumulative over producers).
         let st = follower.stats();
-        m.frames.store(st.frames, Ordering::Relaxed);
-        m.lost.store(st.lost, Ordering::Relaxed);
-        m.overruns.store(st.overruns, Ordering::Relaxed);
-        m.events.store(sink.count, Ordering::Relaxed);
-        if let Some(r) = follower.reader() {
-            m.lag.store(r.head().saturating_sub(r.cursor()), Ordering::Relaxed);
-        }
+        reader_metrics.record(&follower);
+        m.events.inc_by(sink.count.saturating_sub(m.events.get()));
         if last_stats.elapsed() >= Duration::from_secs(5) {
             let secs = last_stats.elapsed().as_secs_f64();
             let (p50, p99, max) = times.take();

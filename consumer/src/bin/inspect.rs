@@ -47,12 +47,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     let stop = shmcast_common::shutdown_flag()?;
     let mut r = open_settled(&name)?;
-    let head_gauge = shmcast_common::metrics::global().gauge("shmcast_head", "Next sequence the producer will write.");
-    let fps_gauge = shmcast_common::metrics::global().gauge_f64("shmcast_fps", "Measured frames per second.");
+    let head_gauge = shmcast_common::metrics::global().gauge("shmcast_head", "Next sequence the producer will write");
+    let fps_gauge = shmcast_common::metrics::global().gauge_f64("shmcast_fps", "Measured frames per second");
     loop {
         let (info, fps) = measure(&r, Duration::from_secs_f64(args.interval), &stop);
-        head_gauge.store(info.head, std::sync::atomic::Ordering::Relaxed);
-        fps_gauge.store(fps.to_bits(), std::sync::atomic::Ordering::Relaxed);
+        head_gauge.set(info.head);
+        fps_gauge.set(fps);
         if args.json {
             println!("{}", to_json(&info, fps));
         } else {

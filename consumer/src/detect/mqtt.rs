@@ -1,25 +1,26 @@
-//! A small MQTT 3.1.1 publisher (QoS 0) on its own thread.
+//! The MQTT publisher of the detector: [`rumqttc`] (MQTT 3.1.1, QoS 0, clean
+//! session) driven on a thread of its own.
 //!
 //! The detector must never wait for a broker, so events go through a bounded
-//! queue to the publisher thread; when the queue is full the event is dropped
-//! and counted. The thread connects, publishes, keeps the session alive with
-//! PINGREQ, and when the broker goes away (connection refused, closed, write
-//! error) reconnects with a capped back-off, keeping the message it was about
-//! to send. Before each publish it checks without blocking whether the broker
-//! closed the connection, so a restarted broker does not swallow the first
-//! message after it went away (a write into a closed TCP connection succeeds
-//! once).
+//! queue (the client's request channel) to the publisher thread; when the
+//! queue is full the event is dropped and counted. The thread connects,
+//! publishes, keeps the session alive (PINGREQ), and when the broker goes
+//! away (refused, closed, write error) reconnects with a capped back-off.
+//! The event loop reads the connection all the time, so a broker that went
+//! away is noticed at once, not by a later publish written into a dead
+//! socket; the messages it held back at that moment are kept and sent after
+//! the reconnection (a clean session would otherwise drop them).
 #![forbid(unsafe_code)]
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS};
+use tokio::sync::Notify;
 
 /// Where and how to publish.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,12 +77,16 @@ impl MqttConfig {
     }
 }
 
+/// Largest event accepted for publishing (larger ones are dropped and counted):
+/// far above any event's JSON, far below what a broker accepts by default.
+pub const MAX_PAYLOAD: usize = 1 << 20;
+
 /// Counters of a publisher.
 #[derive(Default, Debug)]
 pub struct MqttStats {
     /// Messages written to the broker.
     pub published: AtomicU64,
-    /// Messages dropped because the queue was full.
+    /// Messages dropped because the queue was full (or the message too large).
     pub dropped: AtomicU64,
     /// Connections made (the first one and every reconnect).
     pub connects: AtomicU64,
@@ -89,36 +94,64 @@ pub struct MqttStats {
 
 /// The handle the detector publishes through.
 pub struct Publisher {
-    tx: Option<SyncSender<String>>,
+    client: AsyncClient,
+    topic: String,
     stats: Arc<MqttStats>,
+    /// Set by `close`: stop retrying a broker that is not there.
     closing: Arc<AtomicBool>,
+    /// Stops the thread wherever it is.
+    abort: Arc<Notify>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Publisher {
     /// Starts the publisher thread with a queue of `queue` messages.
+    ///
+    /// # Errors
+    /// When the thread or its runtime cannot be started.
     pub fn start(cfg: MqttConfig, queue: usize, stats: Arc<MqttStats>) -> anyhow::Result<Publisher> {
-        let (tx, rx) = sync_channel(queue.max(1));
+        let queue = queue.max(1);
+        let (host, port) = split_host_port(&cfg.addr)?;
+        let mut opts = MqttOptions::new(cfg.client_id.clone(), host, port);
+        opts.set_keep_alive(cfg.keep_alive)
+            .set_clean_session(true)
+            .set_max_packet_size(64 * 1024, MAX_PAYLOAD + 64 * 1024 + cfg.topic.len())
+            .set_request_channel_capacity(queue);
+        if let Some(user) = &cfg.username {
+            opts.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
+        }
+        let (client, mut eventloop) = AsyncClient::new(opts, queue);
+        eventloop.network_options.set_connection_timeout(2);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the MQTT runtime")?;
         let closing = Arc::new(AtomicBool::new(false));
-        let (s, c) = (Arc::clone(&stats), Arc::clone(&closing));
+        let abort = Arc::new(Notify::new());
+        let worker = Worker {
+            cfg: cfg.clone(),
+            queue,
+            stats: Arc::clone(&stats),
+            closing: Arc::clone(&closing),
+            abort: Arc::clone(&abort),
+        };
         let thread = std::thread::Builder::new()
             .name("mqtt".into())
-            .spawn(move || Worker { cfg, rx, stats: s, closing: c, conn: None, last_error: None }.run())
+            .spawn(move || rt.block_on(worker.run(&mut eventloop)))
             .context("cannot start the MQTT thread")?;
-        Ok(Publisher { tx: Some(tx), stats, closing, thread: Some(thread) })
+        Ok(Publisher { client, topic: cfg.topic, stats, closing, abort, thread: Some(thread) })
     }
 
-    /// Queues `payload`; never blocks. False (and counted) when the queue is full.
+    /// Queues `payload`; never blocks. False (and counted) when the queue is
+    /// full or the payload larger than [`MAX_PAYLOAD`].
     pub fn publish(&self, payload: String) -> bool {
-        let Some(tx) = &self.tx else { return false };
-        match tx.try_send(payload) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                // Relaxed: a statistic.
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                false
-            }
+        let queued = payload.len() <= MAX_PAYLOAD
+            && self.client.try_publish(self.topic.as_str(), QoS::AtMostOnce, false, payload).is_ok();
+        if !queued {
+            // Relaxed: a statistic.
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
+        queued
     }
 
     /// The counters.
@@ -133,18 +166,18 @@ impl Publisher {
     }
 
     fn shutdown(&mut self, timeout: Duration) {
-        drop(self.tx.take());
+        let Some(t) = self.thread.take() else { return };
+        // Relaxed: a stop request the worker polls; the disconnect below
+        // travels through the queue, after every message queued before it.
+        self.closing.store(true, Ordering::Relaxed);
+        let _ = self.client.try_disconnect();
         let deadline = Instant::now() + timeout;
-        if let Some(t) = self.thread.take() {
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            // Relaxed: a stop request the worker polls.
-            self.closing.store(true, Ordering::Relaxed);
-            if t.is_finished() {
-                let _ = t.join();
-            }
+        while !t.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
         }
+        // The worker ends at its next await on this (a stored permit if it is busy).
+        self.abort.notify_one();
+        let _ = t.join();
     }
 }
 
@@ -156,227 +189,82 @@ impl Drop for Publisher {
 
 struct Worker {
     cfg: MqttConfig,
-    rx: Receiver<String>,
+    queue: usize,
     stats: Arc<MqttStats>,
     closing: Arc<AtomicBool>,
-    conn: Option<TcpStream>,
-    /// The last connect error logged (each distinct error is logged once).
-    last_error: Option<String>,
+    abort: Arc<Notify>,
 }
 
 impl Worker {
-    fn closing(&self) -> bool {
-        // Relaxed: a standalone flag.
-        self.closing.load(Ordering::Relaxed)
-    }
-
-    fn run(mut self) {
-        let mut pending: Option<String> = None;
+    async fn run(self, eventloop: &mut EventLoop) {
+        let mut connected = false;
         let mut backoff = Duration::from_millis(100);
-        let mut last_sent = Instant::now();
-        let mut senders_gone = false;
+        // The last connect error logged (each distinct error is logged once).
+        let mut last_error: Option<String> = None;
+        // Requests the event loop held back when the connection went away.
+        let mut kept = VecDeque::new();
         loop {
-            if self.closing() {
-                break;
-            }
-            if self.conn.is_none() {
-                match connect(&self.cfg) {
-                    Ok(s) => {
-                        self.conn = Some(s);
-                        backoff = Duration::from_millis(100);
-                        last_sent = Instant::now();
-                        // Relaxed: a statistic.
-                        let n = self.stats.connects.fetch_add(1, Ordering::Relaxed) + 1;
-                        tracing::info!(broker = %self.cfg.addr, topic = %self.cfg.topic, connects = n, "MQTT connected");
-                        self.last_error = None;
-                    }
-                    Err(e) => {
-                        let msg = format!("{e:#}");
-                        if self.last_error.as_deref() != Some(msg.as_str()) {
-                            tracing::warn!(broker = %self.cfg.addr, "MQTT broker unavailable, retrying: {msg}");
-                            self.last_error = Some(msg);
-                        }
-                        if senders_gone {
-                            break;
-                        }
-                        sleep_unless(&self.closing, backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
-                        continue;
-                    }
-                }
-            }
-            let msg = match pending.take() {
-                Some(m) => m,
-                None if senders_gone => break,
-                None => match self.rx.recv_timeout(self.cfg.keep_alive / 2) {
-                    Ok(m) => m,
-                    Err(RecvTimeoutError::Timeout) => {
-                        if last_sent.elapsed() >= self.cfg.keep_alive / 2 {
-                            if self.send(&[0xC0, 0x00]).is_err() {
-                                self.lost("ping failed");
-                            }
-                            last_sent = Instant::now();
-                        }
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => {
-                        senders_gone = true;
-                        continue;
-                    }
-                },
+            let event = tokio::select! {
+                _ = self.abort.notified() => break,
+                e = eventloop.poll() => e,
             };
-            if self.broker_closed() {
-                self.lost("broker closed the connection");
-                pending = Some(msg);
-                continue;
-            }
-            let packet = publish_packet(&self.cfg.topic, msg.as_bytes());
-            match self.send(&packet) {
-                Ok(()) => {
-                    last_sent = Instant::now();
+            match event {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    connected = true;
+                    backoff = Duration::from_millis(100);
+                    last_error = None;
+                    // A clean session starts with nothing pending: resend what was kept.
+                    eventloop.pending.extend(kept.drain(..));
+                    // Relaxed: a statistic.
+                    let n = self.stats.connects.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::info!(broker = %self.cfg.addr, topic = %self.cfg.topic, connects = n, "MQTT connected");
+                }
+                Ok(Event::Outgoing(Outgoing::Publish(_))) => {
                     // Relaxed: a statistic.
                     self.stats.published.fetch_add(1, Ordering::Relaxed);
                 }
+                // Everything queued before `close` has gone out.
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                Ok(_) => {}
                 Err(e) => {
-                    self.lost(&format!("write failed: {e}"));
-                    pending = Some(msg);
+                    let msg = e.to_string();
+                    if connected {
+                        tracing::warn!(broker = %self.cfg.addr, "MQTT connection lost ({msg}); reconnecting");
+                        connected = false;
+                    } else if last_error.as_deref() != Some(msg.as_str()) {
+                        tracing::warn!(broker = %self.cfg.addr, "MQTT broker unavailable, retrying: {msg}");
+                    }
+                    last_error = Some(msg);
+                    kept.extend(eventloop.pending.drain(..));
+                    while kept.len() > self.queue {
+                        kept.pop_front();
+                        // Relaxed: a statistic.
+                        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Relaxed: a standalone flag.
+                    if self.closing.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = self.abort.notified() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
         }
-        if self.conn.is_some() {
-            let _ = self.send(&[0xE0, 0x00]);
-        }
-    }
-
-    fn lost(&mut self, why: &str) {
-        if self.conn.take().is_some() {
-            tracing::warn!(broker = %self.cfg.addr, "MQTT connection lost ({why}); reconnecting");
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match &mut self.conn {
-            Some(s) => s.write_all(bytes),
-            None => Err(ErrorKind::NotConnected.into()),
-        }
-    }
-
-    /// Whether the broker closed the connection (EOF or error), without blocking;
-    /// drains anything it sent (PINGRESP).
-    fn broker_closed(&mut self) -> bool {
-        let Some(s) = &mut self.conn else { return true };
-        if s.set_nonblocking(true).is_err() {
-            return true;
-        }
-        let mut buf = [0u8; 256];
-        let closed = loop {
-            match s.read(&mut buf) {
-                Ok(0) => break true,
-                Ok(_) => continue,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => break true,
-            }
-        };
-        closed || s.set_nonblocking(false).is_err()
     }
 }
 
-fn sleep_unless(flag: &AtomicBool, d: Duration) {
-    let end = Instant::now() + d;
-    // Relaxed: a standalone flag.
-    while Instant::now() < end && !flag.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(20).min(end - Instant::now()));
+/// `host:port` (`[v6]:port` too) of a configured address.
+fn split_host_port(addr: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':').with_context(|| format!("invalid MQTT address {addr:?}: no port"))?;
+    let port = port.parse().with_context(|| format!("invalid MQTT port in {addr:?}"))?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if host.is_empty() {
+        bail!("invalid MQTT address {addr:?}: no host");
     }
-}
-
-fn connect(cfg: &MqttConfig) -> anyhow::Result<TcpStream> {
-    let addrs: Vec<SocketAddr> =
-        cfg.addr.to_socket_addrs().with_context(|| format!("cannot resolve {}", cfg.addr))?.collect();
-    let mut last = None;
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, Duration::from_secs(2)) {
-            Ok(mut s) => {
-                s.set_nodelay(true)?;
-                s.set_write_timeout(Some(Duration::from_secs(2)))?;
-                s.set_read_timeout(Some(Duration::from_secs(2)))?;
-                s.write_all(&connect_packet(cfg))?;
-                let mut ack = [0u8; 4];
-                s.read_exact(&mut ack).context("no CONNACK from the broker")?;
-                if ack[0] != 0x20 || ack[1] != 0x02 {
-                    bail!("unexpected reply to CONNECT: {ack:02x?}");
-                }
-                match ack[3] {
-                    0 => return Ok(s),
-                    1 => bail!("broker refused the connection: unacceptable protocol version"),
-                    2 => bail!("broker refused the connection: identifier rejected"),
-                    3 => bail!("broker refused the connection: server unavailable"),
-                    4 => bail!("broker refused the connection: bad user name or password"),
-                    5 => bail!("broker refused the connection: not authorized"),
-                    rc => bail!("broker refused the connection: code {rc}"),
-                }
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    match last {
-        Some(e) => Err(e).with_context(|| format!("cannot connect to {}", cfg.addr)),
-        None => bail!("{} resolves to no address", cfg.addr),
-    }
-}
-
-fn put_len(out: &mut Vec<u8>, mut n: usize) {
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            break;
-        }
-    }
-}
-
-fn put_str(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len().min(65535) as u16).to_be_bytes());
-    out.extend_from_slice(&s[..s.len().min(65535)]);
-}
-
-fn connect_packet(cfg: &MqttConfig) -> Vec<u8> {
-    let mut body = Vec::new();
-    put_str(&mut body, b"MQTT");
-    body.push(4); // protocol level 3.1.1
-    let mut flags = 0x02; // clean session
-    if cfg.username.is_some() {
-        flags |= 0x80;
-    }
-    if cfg.password.is_some() {
-        flags |= 0x40;
-    }
-    body.push(flags);
-    body.extend_from_slice(&(cfg.keep_alive.as_secs().min(65535) as u16).to_be_bytes());
-    put_str(&mut body, cfg.client_id.as_bytes());
-    if let Some(u) = &cfg.username {
-        put_str(&mut body, u.as_bytes());
-    }
-    if let Some(p) = &cfg.password {
-        put_str(&mut body, p.as_bytes());
-    }
-    let mut out = vec![0x10];
-    put_len(&mut out, body.len());
-    out.extend_from_slice(&body);
-    out
-}
-
-fn publish_packet(topic: &str, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + topic.len() + 8);
-    out.push(0x30); // PUBLISH, QoS 0, no retain
-    put_len(&mut out, 2 + topic.len() + payload.len());
-    put_str(&mut out, topic.as_bytes());
-    out.extend_from_slice(payload);
-    out
+    Ok((host.to_string(), port))
 }
 
 #[cfg(test)]
@@ -398,14 +286,27 @@ mod tests {
     }
 
     #[test]
-    fn packets() {
-        let mut v = Vec::new();
-        put_len(&mut v, 321);
-        assert_eq!(v, [0xC1, 0x02]);
-        let p = publish_packet("t", b"hi");
-        assert_eq!(p, [0x30, 5, 0, 1, b't', b'h', b'i']);
-        let c = MqttConfig::from_url("mqtt://h:1", "t").unwrap();
-        let p = connect_packet(&c);
-        assert_eq!(&p[2..10], &[0, 4, b'M', b'Q', b'T', b'T', 4, 0x02]);
+    fn host_and_port() {
+        assert_eq!(split_host_port("broker:1883").unwrap(), ("broker".to_string(), 1883));
+        assert_eq!(split_host_port("[::1]:1884").unwrap(), ("::1".to_string(), 1884));
+        assert!(split_host_port("broker:x").is_err());
+        assert!(split_host_port(":1883").is_err());
+    }
+
+    /// Without a broker: publishing never blocks, the queue is bounded (the
+    /// excess is dropped and counted), and close returns.
+    #[test]
+    fn a_full_queue_drops_and_counts_without_blocking() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let cfg = MqttConfig::from_url(&format!("mqtt://127.0.0.1:{port}"), "t").unwrap();
+        let stats = Arc::new(MqttStats::default());
+        let p = Publisher::start(cfg, 4, Arc::clone(&stats)).unwrap();
+        let accepted = (0..20).filter(|i| p.publish(format!("event {i}"))).count();
+        assert!((4..20).contains(&accepted), "accepted {accepted}");
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), (20 - accepted) as u64);
+        assert!(!p.publish("x".repeat(MAX_PAYLOAD + 1)));
+        p.close(Duration::from_millis(100));
+        assert_eq!(stats.published.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.connects.load(Ordering::Relaxed), 0);
     }
 }
