@@ -59,7 +59,7 @@ PY
 
 DET_PID=
 cleanup() {
-  [[ -n $DET_PID ]] && kill "$DET_PID" 2>/dev/null || true
+  if [[ -n $DET_PID ]]; then kill "$DET_PID" 2>/dev/null || true; fi
   rm -f "/dev/shm/shmcast.$NAME"
 }
 trap cleanup EXIT

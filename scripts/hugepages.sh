@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # Sourced: reserve and release 2 MiB huge pages for tests (root only).
 HUGEPAGES_DIR=/dev/hugepages
 _hp_before=""

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up and runs every test: formatting, clippy, unit and multi-process
-# tests (release build), the loom model, and a smoke run of the benchmarks.
+# Sets up and runs every test: formatting, clippy, shellcheck, rustdoc,
+# unit and multi-process tests (release build), the loom model, and a smoke
+# run of the benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -11,6 +12,21 @@ echo "== fmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --release -- -D warnings
+
+echo "== shellcheck"
+# Every shell script of the repository: *.sh files and files with a shell #! line.
+scripts=()
+while IFS= read -r -d '' f; do
+  [[ -f $f ]] || continue
+  if [[ $f == *.sh ]] || head -n 1 "$f" | grep -qE '^#!.*[/ ](ba|da)?sh( |$)'; then
+    scripts+=("$f")
+  fi
+done < <(git ls-files -z --cached --others --exclude-standard)
+echo "shellcheck: ${#scripts[@]} scripts"
+shellcheck -x "${scripts[@]}"
+
+echo "== rustdoc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --release
 
 # Huge pages for the huge-page tests: mount hugetlbfs and reserve pages, and
 # give them back on exit.

@@ -44,7 +44,7 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:8554", value_name = "ADDR:PORT")]
     pub listen: SocketAddr,
 
-    /// Mount path, starting with '/' (default: /<name>).
+    /// Mount path, starting with '/' (default: / followed by the stream name).
     #[arg(long, value_name = "PATH")]
     pub mount: Option<String>,
 

@@ -1,7 +1,7 @@
 //! shmcast-producer-bench: producer throughput at `--fps 0` (1080p and 4K,
 //! test pattern and GStreamer `videotestsrc`) as frames/s and as a ratio to
 //! single-thread memcpy of the same frame size measured in the same run, and
-//! CPU per frame at 1080p30 from /proc/<pid>/stat.
+//! CPU per frame at 1080p30 from `/proc/<pid>/stat`.
 //!
 //! It runs the real `shmcast-producer` binary (next to this one in the target
 //! directory) and counts frames through the ring's head, read by a reader
