@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The shmcast demo: a test-pattern camera with synthetic meteors, the detector
-# printing events as they come, and an RTSP stream to watch with ffplay or VLC.
+# printing events as they come, an RTSP stream to watch with ffplay or VLC,
+# and the web page (shmcast-web) with the live view and the events' pictures.
 #
 #   scripts/demo.sh                      # set up, build, run until Ctrl-C
 #   scripts/demo.sh --listen 0.0.0.0:8554   # watch from another machine
@@ -8,6 +9,7 @@
 #
 # Options:
 #   --listen ADDR:PORT  RTSP address (default 127.0.0.1:8554, env SHMCAST_DEMO_LISTEN)
+#   --web ADDR:PORT     web page address (default 127.0.0.1:8080, env SHMCAST_DEMO_WEB)
 #   --name NAME         stream name (default demo; segment /dev/shm/shmcast.NAME)
 #   --duration SECS     stop by itself after SECS (default: run until Ctrl-C)
 #   --check             while running, probe the RTSP stream with ffprobe and
@@ -16,12 +18,13 @@
 #   --no-build          skip `cargo build --release --workspace`
 #   --bin-dir DIR       where the binaries are (default target/release, env SHMCAST_BIN_DIR)
 #
-# Ctrl-C (or SIGTERM) stops the three processes cleanly and leaves nothing in /dev/shm.
+# Ctrl-C (or SIGTERM) stops the four processes cleanly and leaves nothing in /dev/shm.
 # shellcheck disable=SC2317  # stop_pid/cleanup run from the EXIT trap
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 listen=${SHMCAST_DEMO_LISTEN:-127.0.0.1:8554}
+web=${SHMCAST_DEMO_WEB:-127.0.0.1:8080}
 name=demo
 duration=""
 check=0
@@ -36,6 +39,7 @@ usage() { sed -n '2,/^# shellcheck/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 while (($#)); do
   case "$1" in
     --listen) listen=${2:?--listen needs ADDR:PORT}; shift 2 ;;
+    --web) web=${2:?--web needs ADDR:PORT}; shift 2 ;;
     --name) name=${2:?--name needs a name}; shift 2 ;;
     --duration) duration=${2:?--duration needs seconds}; shift 2 ;;
     --check) check=1; shift ;;
@@ -56,6 +60,12 @@ if ! [[ $listen =~ ^(.+):([0-9]+)$ ]]; then
 fi
 host=${BASH_REMATCH[1]}
 port=${BASH_REMATCH[2]}
+if ! [[ $web =~ ^(.+):([0-9]+)$ ]]; then
+  echo "demo: error: --web must be ADDR:PORT, got '$web'" >&2
+  exit 2
+fi
+web_host=${BASH_REMATCH[1]}
+web_port=${BASH_REMATCH[2]}
 
 say() { printf '\033[1mdemo:\033[0m %s\n' "$*"; }
 [[ -t 1 ]] || say() { printf 'demo: %s\n' "$*"; }
@@ -68,7 +78,7 @@ if ((build)); then
   say "building release binaries (cargo build --release --workspace)"
   (cd "$repo" && cargo build --release --workspace)
 fi
-for b in shmcast-producer shmcast-detect shmcast-rtsp; do
+for b in shmcast-producer shmcast-detect shmcast-rtsp shmcast-web; do
   if [[ ! -x $bin_dir/$b ]]; then
     echo "demo: error: $bin_dir/$b not found; build with: cargo build --release --workspace" >&2
     exit 1
@@ -84,6 +94,7 @@ segment=${SHMCAST_SHM_DIR:-/dev/shm}/shmcast.$name
 producer_pid=""
 detect_pid=""
 rtsp_pid=""
+web_pid=""
 status=0
 
 # Ends a process: SIGTERM, wait up to 10 s, then SIGKILL. The children are ours,
@@ -115,6 +126,7 @@ cleanup() {
   echo
   say "stopping"
   # Consumers first, so they do not report the producer vanishing.
+  stop_pid "$web_pid" "shmcast-web"
   stop_pid "$rtsp_pid" "shmcast-rtsp"
   stop_pid "$detect_pid" "shmcast-detect"
   stop_pid "$producer_pid" "shmcast-producer"
@@ -182,14 +194,20 @@ done
 
 # The top band of the test pattern holds the frame stamp and a moving bar:
 # mask it (docs/producer.md: 1280x720 -> 0,0,1280,128).
-say "starting detector (events below, one per line)"
-"$bin_dir/shmcast-detect" --name "$name" --events - --mask "0,0,$width,128" \
-  2>"$run_dir/detect.log" > >(pretty_events) &
+say "starting detector (events below, one per line; also in $run_dir/events.jsonl)"
+mkdir -p "$run_dir/snaps"
+"$bin_dir/shmcast-detect" --name "$name" --events - --mask "0,0,$width,128" --snapshots "$run_dir/snaps" \
+  2>"$run_dir/detect.log" > >(tee "$run_dir/events.jsonl" | pretty_events) &
 detect_pid=$!
 
 say "starting RTSP bridge on $listen"
 "$bin_dir/shmcast-rtsp" --name "$name" --listen "$listen" --mount "/$name" >"$run_dir/rtsp.log" 2>&1 &
 rtsp_pid=$!
+
+say "starting web page on $web"
+"$bin_dir/shmcast-web" --listen "$web" --events "$name=$run_dir/events.jsonl" --snapshots "$run_dir/snaps" \
+  >"$run_dir/web.log" 2>&1 &
+web_pid=$!
 
 url_host=$host
 if [[ $host == 0.0.0.0 || $host == "[::]" || $host == "::" ]]; then
@@ -197,6 +215,12 @@ if [[ $host == 0.0.0.0 || $host == "[::]" || $host == "::" ]]; then
   url_host=${url_host:-127.0.0.1}
 fi
 url="rtsp://$url_host:$port/$name"
+web_url_host=$web_host
+if [[ $web_host == 0.0.0.0 || $web_host == "[::]" || $web_host == "::" ]]; then
+  web_url_host=$(hostname -I 2>/dev/null | awk '{print $1}')
+  web_url_host=${web_url_host:-127.0.0.1}
+fi
+web_url="http://$web_url_host:$web_port/"
 
 # Wait (bounded) until the bridge accepts connections.
 for ((i = 0; i < 100; i++)); do
@@ -209,15 +233,26 @@ for ((i = 0; i < 100; i++)); do
   (exec 3<>"/dev/tcp/${host/0.0.0.0/127.0.0.1}/$port") 2>/dev/null && break
   sleep 0.1
 done
+for ((i = 0; i < 100; i++)); do
+  if ! kill -0 "$web_pid" 2>/dev/null; then
+    status=1
+    say "the web page failed to start:"
+    cat "$run_dir/web.log" >&2
+    exit 1
+  fi
+  (exec 3<>"/dev/tcp/${web_host/0.0.0.0/127.0.0.1}/$web_port") 2>/dev/null && break
+  sleep 0.1
+done
 
 cat <<EOF
 
+  web page:     $web_url   (live view, snapshots, events with pictures)
   RTSP stream:  $url
   watch it with
     ffplay -rtsp_transport tcp $url
     vlc $url              (or VLC: Media > Open Network Stream)
     gst-launch-1.0 playbin uri=$url
-  logs: $run_dir/{producer,detect,rtsp}.log
+  logs: $run_dir/{producer,detect,rtsp,web}.log
   stop: Ctrl-C
 
 EOF
@@ -252,7 +287,7 @@ mono_s() {
 }
 start=$(mono_s)
 while :; do
-  for p in "$producer_pid:producer" "$detect_pid:detect" "$rtsp_pid:rtsp"; do
+  for p in "$producer_pid:producer" "$detect_pid:detect" "$rtsp_pid:rtsp" "$web_pid:web"; do
     if ! kill -0 "${p%%:*}" 2>/dev/null; then
       rc=0
       wait "${p%%:*}" 2>/dev/null || rc=$?

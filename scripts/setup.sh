@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what shmcast needs to build, run and test on Debian 12: GStreamer
 # (dev headers and plugins), the RTSP server library, ffmpeg (ffprobe), numactl,
-# mosquitto. Idempotent: installs only what is missing. Needs root for apt.
+# mosquitto, Chromium and its WebDriver (the web page's browser test). Idempotent: installs only what is missing. Needs root for apt.
 set -euo pipefail
 
 PKGS=(
@@ -11,6 +11,7 @@ PKGS=(
   gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-rtsp
   ffmpeg numactl util-linux procps python3 mosquitto mosquitto-clients curl
   python3-prometheus-client shellcheck
+  chromium chromium-driver python3-venv
 )
 
 missing=()

@@ -37,6 +37,16 @@ trap hugepages_release EXIT
 echo "== tests"
 cargo test --workspace --release -- --test-threads=2
 
+echo "== web page in a real browser"
+# The browser test's own virtualenv (Selenium only), separate from any other.
+web_browser_venv() {
+  local venv=target/venv-web
+  [[ -x $venv/bin/python ]] || python3 -m venv "$venv"
+  "$venv/bin/python" -c 'import selenium' 2>/dev/null || "$venv/bin/pip" install -q 'selenium>=4.20,<5'
+}
+web_browser_venv
+target/venv-web/bin/python web/tests/browser.py target/release target/web-browser.png
+
 echo "== loom model"
 RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
   cargo test -p shm-proto --release --test loom

@@ -15,17 +15,24 @@
 //!   request (`Connection: close`).
 //! - At most [`Limits::max_connections`] connections are served at once; the
 //!   next ones get a `503` written without waiting and are closed.
+//! - A client that accepts no byte of its answer for [`Limits::write_stall_timeout`]
+//!   is dropped (what bounds a long answer, a live stream, whose
+//!   `connection_timeout` is long).
 //! - A failing `accept` (out of file descriptors) backs off instead of spinning.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Sleep;
 
 /// What one client may cost the server.
 #[derive(Clone, Copy, Debug)]
@@ -38,6 +45,9 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Lifetime of a connection, from accept to close.
     pub connection_timeout: Duration,
+    /// Time a write may wait for the client to take bytes before the
+    /// connection is dropped.
+    pub write_stall_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -47,6 +57,7 @@ impl Default for Limits {
             max_request_bytes: 16 * 1024,
             header_timeout: Duration::from_secs(2),
             connection_timeout: Duration::from_secs(10),
+            write_stall_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -118,10 +129,74 @@ async fn connection(stream: TcpStream, router: Router, limits: Limits) {
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(limits.max_request_bytes.max(8192))
         .keep_alive(false);
+    let stream = StallGuard { inner: stream, limit: limits.write_stall_timeout, stalled: None };
     let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
     match tokio::time::timeout(limits.connection_timeout, conn).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!("HTTP connection: {e}"),
         Err(_) => tracing::debug!("HTTP connection dropped after {:?}", limits.connection_timeout),
+    }
+}
+
+/// A socket whose writes fail with `TimedOut` once the client has taken no
+/// byte for `limit` (hyper then drops the connection).
+struct StallGuard {
+    inner: TcpStream,
+    limit: Duration,
+    /// Armed while a write waits for the client.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl StallGuard {
+    fn check<T>(&mut self, cx: &mut Context<'_>, r: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        if r.is_ready() {
+            self.stalled = None;
+            return r;
+        }
+        let limit = self.limit;
+        let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("client took no byte for {limit:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for StallGuard {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for StallGuard {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.check(cx, r)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.check(cx, r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.check(cx, r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.check(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }

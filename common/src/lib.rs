@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod metrics;
+pub mod procs;
 pub mod reader_metrics;
 
 pub use reader_metrics::ReaderMetrics;

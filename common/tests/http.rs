@@ -31,6 +31,7 @@ fn tight_server(max_connections: usize) -> SocketAddr {
         max_request_bytes: 8192,
         header_timeout: Duration::from_millis(500),
         connection_timeout: Duration::from_secs(2),
+        write_stall_timeout: Duration::from_secs(2),
     };
     let listener = http::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     http::spawn(listener, metrics::routes(), limits).unwrap()
