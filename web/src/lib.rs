@@ -99,11 +99,13 @@ struct SnapshotQuery {
 }
 
 /// Copies the newest intact frame of `name` and encodes it.
-fn snapshot_blocking(name: &str, width: Option<u32>, quality: u8) -> Result<Vec<u8>, Response> {
+fn snapshot_blocking(name: &str, width: Option<u32>, quality: u8) -> Result<Vec<u8>, (StatusCode, String)> {
     let mut r = match Reader::open(name, &ReaderOptions { start: Start::Oldest, ..ReaderOptions::default() }) {
         Ok(r) => r,
-        Err(OpenError::NotFound { .. } | OpenError::Name(_)) => return Err(no_stream(name)),
-        Err(e) => return Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        Err(OpenError::NotFound { .. } | OpenError::Name(_)) => {
+            return Err((StatusCode::NOT_FOUND, format!("no stream named {name:?}")));
+        }
+        Err(e) => return Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
     };
     let mut buf = Vec::new();
     let deadline = Instant::now() + FIRST_FRAME_WAIT;
@@ -112,7 +114,7 @@ fn snapshot_blocking(name: &str, width: Option<u32>, quality: u8) -> Result<Vec<
     for _ in 0..8 {
         let Some(f) = r.latest() else {
             if Instant::now() >= deadline || !r.status().0.is_alive() {
-                return Err(error(StatusCode::SERVICE_UNAVAILABLE, format!("stream {name:?} has no frame yet")));
+                return Err((StatusCode::SERVICE_UNAVAILABLE, format!("stream {name:?} has no frame yet")));
             }
             let _ = r.wait(Duration::from_millis(100));
             continue;
@@ -121,10 +123,10 @@ fn snapshot_blocking(name: &str, width: Option<u32>, quality: u8) -> Result<Vec<
         buf.resize(f.len(), 0);
         if let Ok(n) = f.copy_to(&mut buf) {
             return jpeg::encode(&buf[..n], &format, width, quality)
-                .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, format!("stream {name:?}: {e}")));
+                .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("stream {name:?}: {e}")));
         }
     }
-    Err(error(StatusCode::SERVICE_UNAVAILABLE, format!("stream {name:?}: every copy was overwritten")))
+    Err((StatusCode::SERVICE_UNAVAILABLE, format!("stream {name:?}: every copy was overwritten")))
 }
 
 fn jpeg_response(jpg: Vec<u8>) -> Response {
@@ -142,7 +144,7 @@ async fn snapshot(State(app): State<Shared>, Path(name): Path<String>, Query(q):
             app.snapshot_seconds.observe(start.elapsed().as_secs_f64());
             jpeg_response(jpg)
         }
-        Ok(Err(resp)) => resp,
+        Ok(Err((status, msg))) => error(status, msg),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("snapshot of {name:?} failed: {e}")),
     }
 }

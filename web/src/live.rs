@@ -114,7 +114,10 @@ fn encoder(key: FeedKey, quality: u8, tx: watch::Sender<Option<Bytes>>, running:
         match follower.poll(POLL) {
             Ok(Event::Frame(f)) => {
                 let now = Instant::now();
-                if now < next_due {
+                // Half a period of slack: a frame arriving a little early
+                // (jitter) still counts, so a 30 fps view of a 30 fps
+                // stream gets every frame.
+                if now + period / 2 < next_due {
                     continue;
                 }
                 // Skip missed periods instead of bursting to catch up.

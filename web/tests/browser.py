@@ -71,7 +71,7 @@ def main():
         opts = webdriver.ChromeOptions()
         opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
         for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--window-size=1300,1000"]:
+                  "--window-size=1280,1400"]:
             opts.add_argument(a)
         opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         service = Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver")

@@ -111,7 +111,21 @@ fn measure(r: &Reader, interval: Duration, stop: &std::sync::atomic::AtomicBool)
     (r.info(), if secs > 0.0 { h1.saturating_sub(h0) as f64 / secs } else { 0.0 })
 }
 
+/// The processes mapping the segment, its producer and this process excluded
+/// (from `/proc/*/maps`).
+fn readers(i: &SegmentInfo) -> Vec<shmcast_common::procs::Process> {
+    let me = std::process::id();
+    let mut m = shmcast_common::procs::mapping(&[i.path.as_path()]);
+    m.remove(&i.path.display().to_string())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.pid != me && p.pid != i.identity.pid)
+        .collect()
+}
+
 fn to_json(i: &SegmentInfo, fps: f64) -> serde_json::Value {
+    let readers: Vec<_> =
+        readers(i).into_iter().map(|p| serde_json::json!({"pid": p.pid, "command": p.command})).collect();
     serde_json::json!({
         "name": i.name,
         "path": i.path.display().to_string(),
@@ -132,6 +146,7 @@ fn to_json(i: &SegmentInfo, fps: f64) -> serde_json::Value {
         "tail": i.tail,
         "heartbeat_age_ms": i.heartbeat_age.as_millis() as u64,
         "fps": (fps * 100.0).round() / 100.0,
+        "readers": readers,
     })
 }
 
@@ -154,6 +169,13 @@ fn print_text(i: &SegmentInfo, fps: f64) {
     );
     println!("head/tail   {} / {}", i.head, i.tail);
     println!("fps         {fps:.2} (measured)");
+    let readers = readers(i);
+    if readers.is_empty() {
+        println!("readers     none");
+    }
+    for (n, p) in readers.iter().enumerate() {
+        println!("{:<12}{} {}", if n == 0 { "readers" } else { "" }, p.pid, p.command);
+    }
 }
 
 fn clean(args: &Args) -> anyhow::Result<()> {
