@@ -320,7 +320,9 @@ impl Catalog {
         let conn = Connection::open_with_flags(&path, flags)
             .with_context(|| format!("cannot open catalog {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(5))?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .with_context(|| format!("{} is not a usable shmcast catalog", path.display()))?;
         if !mode.eq_ignore_ascii_case("wal") {
             bail!("catalog {}: cannot switch to WAL (journal mode {mode})", path.display());
         }
@@ -668,7 +670,7 @@ mod tests {
         assert!(c.frames(a).unwrap().is_empty());
         drop(c);
         assert!(Catalog::open(&d, false).is_ok());
-        assert!(Catalog::open(&d.join("nope"), false).unwrap_err().to_string().contains("no recording"));
+        assert!(Catalog::open(&d.join("nope"), false).err().unwrap().to_string().contains("no recording"));
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -1,13 +1,12 @@
 //! Cutting clips from the segments, and the worker that cuts one for each
 //! event with pre- and post-roll.
 //!
-//! A clip is a stream copy: the compressed samples are read from the segment
-//! files (`qtdemux`, no decoding) and muxed again with new timestamps (capture
-//! time minus the clip's first capture time). It starts at the keyframe at or
-//! before `from` (every segment starts with one, so this always exists within
-//! the recording) and ends with the first frame at or after `to`: the clip
-//! covers the asked range, widened by at most one keyframe interval at the
-//! start. A clip that would span a change of size or codec (a producer
+//! A clip is a stream copy: ffmpeg's concat demuxer reads the segment files
+//! (in/out points from the catalog) and muxes the compressed frames again,
+//! no decoding. It starts at the keyframe at or before `from` (every segment
+//! starts with one, so this always exists within the recording) and ends
+//! with the first frame at or after `to`: the clip covers the asked range,
+//! widened by at most one keyframe interval at the start. A clip that would span a change of size or codec (a producer
 //! restart with another format) stops at the change.
 #![forbid(unsafe_code)]
 
@@ -18,17 +17,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use std::process::Command;
+
 use anyhow::{Context, bail};
-use gstreamer as gst;
-use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 use tracing::{info, warn};
 
-use crate::catalog::{Catalog, Clip, EventRow, FrameRow};
+use crate::catalog::{Catalog, Clip, EventRow};
 use crate::config::Config;
 use crate::events::EventIn;
 use crate::recorder::Metrics;
-use crate::segment::NullOnDrop;
 use crate::time;
 
 /// What a cut produced.
@@ -50,59 +47,22 @@ pub struct CutInfo {
     pub segments: usize,
 }
 
-fn nearest(frames: &[FrameRow], pts: u64) -> Option<&FrameRow> {
-    let i = frames.partition_point(|f| f.pts_ns < pts);
-    let a = i.checked_sub(1).and_then(|j| frames.get(j));
-    let b = frames.get(i);
-    match (a, b) {
-        (Some(a), Some(b)) => Some(if pts - a.pts_ns <= b.pts_ns - pts { a } else { b }),
-        (x, y) => x.or(y),
-    }
-}
-
-/// Cuts `[from, to]` (capture times, Unix ns) into `out`.
+/// Cuts `[from, to]` (capture times, Unix ns) into `out` with ffmpeg's
+/// concat demuxer and stream copy (`inpoint`/`outpoint` per segment).
 pub fn cut(cat: &Catalog, from: u64, to: u64, out: &Path) -> anyhow::Result<CutInfo> {
     if to < from {
         bail!("the clip ends before it starts");
     }
-    gst::init()?;
     let segs = cat.segments_overlapping(from, to)?;
     let Some(first) = segs.first() else {
         bail!("nothing recorded between {} and {}", time::rfc3339(from), time::rfc3339(to));
     };
     let (codec, width, height) = (first.codec.clone(), first.width, first.height);
-    let loc = out.to_str().context("output path is not UTF-8")?.replace('"', "");
-    let mux = if codec == "jpeg" { "qtmux" } else { "mp4mux" };
-    let desc = format!(
-        "appsrc name=src format=time is-live=false block=true max-buffers=64 max-bytes=0 max-time=0 ! {mux} ! \
-         filesink location=\"{loc}\" sync=false"
-    );
-    let pipeline =
-        gst::parse::launch(&desc)?.downcast::<gst::Pipeline>().map_err(|_| anyhow::anyhow!("not a pipeline"))?;
-    let guard = NullOnDrop(pipeline.clone());
-    let src = pipeline
-        .by_name("src")
-        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-        .context("no appsrc")?;
-    pipeline.set_state(gst::State::Playing).context("cannot start the clip writer")?;
-    let bus = pipeline.bus().context("no bus")?;
-    let mut info = CutInfo {
-        first_ns: 0,
-        last_ns: 0,
-        first_frame: None,
-        last_frame: None,
-        frames: 0,
-        bytes: 0,
-        segments: 0,
-    };
-    let mut t0: Option<u64> = None;
-    let mut last_out: Option<u64> = None;
-    let mut caps_set: Option<gst::Caps> = None;
-    let mut done = false;
-    for s in &segs {
-        if done {
-            break;
-        }
+    let mut list = String::from("ffconcat version 1.0\n");
+    let mut info =
+        CutInfo { first_ns: 0, last_ns: 0, first_frame: None, last_frame: None, frames: 0, bytes: 0, segments: 0 };
+    let n = segs.len();
+    for (i, s) in segs.iter().enumerate() {
         if s.codec != codec || s.width != width || s.height != height {
             warn!(segment = %s.path, "format changes here; the clip stops before it");
             break;
@@ -111,115 +71,63 @@ pub fn cut(cat: &Catalog, from: u64, to: u64, out: &Path) -> anyhow::Result<CutI
         if frames.is_empty() {
             continue;
         }
-        // Start: the last keyframe at or before `from` (else the segment's first frame).
-        let start_pts = if t0.is_none() {
-            frames.iter().filter(|f| f.key && f.capture_ns <= from).map(|f| f.pts_ns).next_back().unwrap_or(0)
+        // Start: the last keyframe at or before `from` (else the segment's first frame, a keyframe).
+        let a = if info.frames == 0 {
+            frames.iter().rposition(|f| f.key && f.capture_ns <= from).unwrap_or(0)
         } else {
             0
         };
         // End: the first frame at or after `to` (else the segment's last).
-        let end_pts =
-            frames.iter().find(|f| f.capture_ns >= to).map(|f| f.pts_ns).unwrap_or(u64::MAX);
-        let path = cat.abs(&s.path);
-        let ploc = path.to_str().context("segment path is not UTF-8")?.replace('"', "");
-        let input = gst::parse::launch(&format!(
-            "filesrc location=\"{ploc}\" ! qtdemux ! appsink name=sink sync=false max-buffers=64"
-        ))?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
-        let in_guard = NullOnDrop(input.clone());
-        let sink = input
-            .by_name("sink")
-            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-            .context("no appsink")?;
-        if input.set_state(gst::State::Playing).is_err() {
-            warn!(segment = %s.path, "cannot read segment; skipped");
+        let b = frames.iter().position(|f| f.capture_ns >= to).unwrap_or(frames.len() - 1);
+        if b < a {
             continue;
         }
-        info.segments += 1;
-        let mut started = t0.is_some();
-        while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(5)) {
-            let Some(buf) = sample.buffer() else { continue };
-            let Some(pts) = buf.pts().map(gst::ClockTime::nseconds) else { continue };
-            if pts + 500_000 < start_pts {
-                continue;
-            }
-            let key = !buf.flags().contains(gst::BufferFlags::DELTA_UNIT);
-            if !started {
-                if !key {
-                    continue;
-                }
-                started = true;
-            }
-            if let Some(c) = sample.caps() {
-                match &caps_set {
-                    None => {
-                        src.set_caps(Some(&c.to_owned()));
-                        caps_set = Some(c.to_owned());
-                    }
-                    Some(prev) if prev.as_ref() != c && key => {
-                        // A new encoder's parameter sets: a new sample description.
-                        src.set_caps(Some(&c.to_owned()));
-                        caps_set = Some(c.to_owned());
-                    }
-                    Some(_) => {}
-                }
-            }
-            let capture = nearest(&frames, pts).map_or(s.start_ns + pts, |f| f.capture_ns);
-            let row = nearest(&frames, pts).copied();
-            let base = *t0.get_or_insert(capture);
-            let mut out_pts = capture.saturating_sub(base);
-            if let Some(l) = last_out
-                && out_pts <= l
-            {
-                out_pts = l + 1_000_000;
-            }
-            last_out = Some(out_pts);
-            let mut b = buf.copy();
-            {
-                let bm = b.make_mut();
-                bm.set_pts(gst::ClockTime::from_nseconds(out_pts));
-                bm.set_dts(gst::ClockTime::from_nseconds(out_pts));
-            }
-            if src.push_buffer(b).is_err() {
-                bail!("the clip writer stopped: {}", pipeline_error(&bus).unwrap_or_default());
-            }
-            if info.frames == 0 {
-                info.first_ns = capture;
-                info.first_frame = row.map(|r| r.frame_id);
-            }
-            info.frames += 1;
-            info.last_ns = capture;
-            info.last_frame = row.map(|r| r.frame_id);
-            if pts + 500_000 >= end_pts {
-                done = true;
-                break;
-            }
+        let path = cat.abs(&s.path);
+        let p = path.to_str().context("segment path is not UTF-8")?;
+        if p.contains(['\'', '\n', '\r']) {
+            bail!("segment path {p:?} cannot be listed for ffmpeg");
         }
-        drop(in_guard);
+        list.push_str(&format!("file '{p}'\n"));
+        if a > 0 {
+            // Just after the keyframe: stream copy starts at it.
+            list.push_str(&format!("inpoint {:.6}\n", (frames[a].pts_ns + 1_000_000) as f64 / 1e9));
+        }
+        let last_segment = b < frames.len() - 1 || i + 1 == n;
+        if b < frames.len() - 1 {
+            list.push_str(&format!("outpoint {:.6}\n", (frames[b].pts_ns + 1_000_000) as f64 / 1e9));
+        }
+        if info.frames == 0 {
+            info.first_ns = frames[a].capture_ns;
+            info.first_frame = Some(frames[a].frame_id);
+        }
+        info.frames += (b - a + 1) as u64;
+        info.last_ns = frames[b].capture_ns;
+        info.last_frame = Some(frames[b].frame_id);
+        info.segments += 1;
+        if last_segment && b < frames.len() - 1 {
+            break;
+        }
     }
-    let _ = src.end_of_stream();
-    let msg = bus.timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos, gst::MessageType::Error]);
-    if let Some(m) = msg
-        && let gst::MessageView::Error(e) = m.view()
-    {
-        bail!("cannot write {}: {}", out.display(), e.error());
-    }
-    drop(guard);
     if info.frames == 0 {
-        let _ = std::fs::remove_file(out);
         bail!("no frames between {} and {}", time::rfc3339(from), time::rfc3339(to));
+    }
+    let list_path = out.with_extension("ffconcat");
+    std::fs::write(&list_path, &list).with_context(|| format!("cannot write {}", list_path.display()))?;
+    let res = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0", "-i"])
+        .arg(&list_path)
+        .args(["-map", "0:v", "-c", "copy"])
+        .arg(out)
+        .output();
+    let _ = std::fs::remove_file(&list_path);
+    let res = res.context("cannot run ffmpeg (install the ffmpeg package)")?;
+    if !res.status.success() {
+        let _ = std::fs::remove_file(out);
+        let err = String::from_utf8_lossy(&res.stderr);
+        bail!("ffmpeg could not cut {}: {}", out.display(), err.lines().last().unwrap_or("no message"));
     }
     info.bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     Ok(info)
-}
-
-fn pipeline_error(bus: &gst::Bus) -> Option<String> {
-    let m = bus.pop_filtered(&[gst::MessageType::Error])?;
-    match m.view() {
-        gst::MessageView::Error(e) => Some(e.error().to_string()),
-        _ => None,
-    }
 }
 
 struct Pending {

@@ -334,7 +334,8 @@ mod tests {
         let c = Config::from_args(&a.record).unwrap();
         assert_eq!(c.retain_bytes, Some(500_000_000));
         for bad in [["--segment-seconds", "0"], ["--retain-gb", "-1"], ["--encoder", "vp8"], ["--pre", "nan"]] {
-            let a = args(&["--name", "cam0", "--dir", "/tmp/x", bad[0], bad[1]]);
+            let flag = format!("{}={}", bad[0], bad[1]);
+            let a = args(&["--name", "cam0", "--dir", "/tmp/x", &flag]);
             let e = Config::from_args(&a.record).unwrap_err().to_string();
             assert!(e.contains(bad[0].trim_start_matches("--").split('-').next().unwrap()), "{bad:?}: {e}");
         }

@@ -390,7 +390,7 @@ impl Recorder<'_> {
                 b.set_size(format.frame_size as usize);
             }
             let n = match b.map_writable() {
-                Ok(mut map) => ring::copy_frame(f, map.as_mut_slice()),
+                Ok(mut map) => ring::copy_frame(&f, map.as_mut_slice()),
                 Err(_) => None,
             };
             if let Some(n) = n
