@@ -11,7 +11,7 @@
 //! - Paths are relative to the directory, so a recording can be moved.
 //! - A segment row exists before its file is written and is deleted before
 //!   its file is removed: a crash leaves at worst an `open` row (repaired
-//!   from the file at the next start, [`crate::segment::recover`]) or a file
+//!   from the file at the next start, [`crate::recorder::repair`]) or a file
 //!   without a row (removed at the next start).
 //! - Frame ids restart with a producer, so one id may be in several
 //!   segments; lookups take the newest.
@@ -428,7 +428,9 @@ impl Catalog {
     pub fn trim_segment(&mut self, segment: i64, max_pts_ns: Option<u64>, bytes: u64) -> anyhow::Result<u64> {
         let tx = self.conn.transaction()?;
         match max_pts_ns {
-            Some(max) => tx.execute("DELETE FROM frames WHERE segment_id = ?1 AND pts_ns > ?2", params![segment, i(max)])?,
+            Some(max) => {
+                tx.execute("DELETE FROM frames WHERE segment_id = ?1 AND pts_ns > ?2", params![segment, i(max)])?
+            }
             None => tx.execute("DELETE FROM frames WHERE segment_id = ?1", [segment])?,
         };
         let left: i64 = tx.query_row("SELECT count(*) FROM frames WHERE segment_id = ?1", [segment], |r| r.get(0))?;

@@ -72,11 +72,8 @@ pub fn cut(cat: &Catalog, from: u64, to: u64, out: &Path) -> anyhow::Result<CutI
             continue;
         }
         // Start: the last keyframe at or before `from` (else the segment's first frame, a keyframe).
-        let a = if info.frames == 0 {
-            frames.iter().rposition(|f| f.key && f.capture_ns <= from).unwrap_or(0)
-        } else {
-            0
-        };
+        let a =
+            if info.frames == 0 { frames.iter().rposition(|f| f.key && f.capture_ns <= from).unwrap_or(0) } else { 0 };
         // End: the first frame at or after `to` (else the segment's last).
         let b = frames.iter().position(|f| f.capture_ns >= to).unwrap_or(frames.len() - 1);
         if b < a {
@@ -205,10 +202,8 @@ pub fn event_worker(cfg: Config, rx: Receiver<EventIn>, rotate: Arc<AtomicBool>,
             }
             // The range must be in closed segments: ask for a rotation once
             // and wait (bounded) for the closing to be catalogued.
-            let open = cat
-                .segments_overlapping(p.from, p.to)
-                .map(|s| s.iter().any(|s| s.state == "open"))
-                .unwrap_or(false);
+            let open =
+                cat.segments_overlapping(p.from, p.to).map(|s| s.iter().any(|s| s.state == "open")).unwrap_or(false);
             let waited = p.asked_rotation.is_some_and(|t| t.elapsed() > CLOSE_WAIT);
             if open && !waited {
                 if p.asked_rotation.is_none() {

@@ -89,7 +89,7 @@ pub struct RecordArgs {
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
 
-    /// Also take events from MQTT: mqtt://[user[:password]@]host[:port].
+    /// Also take events from MQTT: `mqtt://[user[:password]@]host[:port]`.
     #[arg(long, value_name = "URL")]
     pub mqtt: Option<String>,
 

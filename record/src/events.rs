@@ -241,7 +241,10 @@ mod tests {
     fn parses_detector_lines_and_ignores_others() {
         let line = r#"{"type":"meteor","start_frame":60,"end_frame":70,"bbox":[1,2,3,4],"start_capture_ns":1000,"end_capture_ns":2000}"#;
         let e = parse_event(line, "file").unwrap();
-        assert_eq!((e.kind.as_str(), e.start_ns, e.end_ns, e.start_frame, e.end_frame), ("meteor", 1000, 2000, Some(60), Some(70)));
+        assert_eq!(
+            (e.kind.as_str(), e.start_ns, e.end_ns, e.start_frame, e.end_frame),
+            ("meteor", 1000, 2000, Some(60), Some(70))
+        );
         assert!(parse_event(r#"{"type":"summary","frames":3}"#, "file").is_none());
         assert!(parse_event("not json", "file").is_none());
         assert!(parse_event(r#"{"type":"motion"}"#, "file").is_none());

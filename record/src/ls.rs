@@ -65,7 +65,10 @@ pub fn run(dir: &Path, as_json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&listing(&cat)?)?);
         return Ok(());
     }
-    println!("{:<60} {:>9} {:>9} {:<28} {:<28} {:>7} {:>11} state", "segment", "first", "last", "start", "end", "frames", "bytes");
+    println!(
+        "{:<60} {:>9} {:>9} {:<28} {:<28} {:>7} {:>11} state",
+        "segment", "first", "last", "start", "end", "frames", "bytes"
+    );
     let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
     for s in cat.segments()? {
         println!(
@@ -83,7 +86,10 @@ pub fn run(dir: &Path, as_json: bool) -> anyhow::Result<()> {
     let clips = cat.clips()?;
     if !clips.is_empty() {
         println!();
-        println!("{:<60} {:>9} {:>9} {:<28} {:<28} {:>7} {:>11}", "clip", "first", "last", "start", "end", "frames", "bytes");
+        println!(
+            "{:<60} {:>9} {:>9} {:<28} {:<28} {:>7} {:>11}",
+            "clip", "first", "last", "start", "end", "frames", "bytes"
+        );
         for c in clips {
             println!(
                 "{:<60} {:>9} {:>9} {:<28} {:<28} {:>7} {:>11}",

@@ -37,12 +37,9 @@ fn subcommand(cmd: Cmd) -> anyhow::Result<()> {
             };
             let f = tiers::frame(&dir, q, &out, name.as_deref(), disk_only)?;
             match f.tier {
-                Tier::Ring => println!(
-                    "ring: frame {} captured {} -> {}",
-                    f.frame_id,
-                    time::rfc3339(f.capture_ns),
-                    out.display()
-                ),
+                Tier::Ring => {
+                    println!("ring: frame {} captured {} -> {}", f.frame_id, time::rfc3339(f.capture_ns), out.display())
+                }
                 Tier::Disk { segment, pts_ns } => println!(
                     "disk: frame {} captured {} from {} at {:.3} s -> {}",
                     f.frame_id,

@@ -19,9 +19,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -117,9 +117,16 @@ impl Metrics {
 enum Msg {
     Frame(Written),
     /// A segment finished normally: final size, frames pushed.
-    Closed { id: i64, bytes: u64, pushed: u64 },
+    Closed {
+        id: i64,
+        bytes: u64,
+        pushed: u64,
+    },
     /// A segment stopped after a failure: keep what the file holds.
-    Aborted { id: i64, pushed: u64 },
+    Aborted {
+        id: i64,
+        pushed: u64,
+    },
     DiskFull,
 }
 
@@ -764,8 +771,7 @@ impl CatalogState {
             let closed: Vec<_> = segs.iter().filter(|s| s.state == "closed").collect();
             let mut total: u64 = segs.iter().map(|s| s.bytes).sum();
             for s in closed {
-                let too_old =
-                    self.cfg.retain_age.is_some_and(|a| s.end_ns < now.saturating_sub(a.as_nanos() as u64));
+                let too_old = self.cfg.retain_age.is_some_and(|a| s.end_ns < now.saturating_sub(a.as_nanos() as u64));
                 let too_big = self.cfg.retain_bytes.is_some_and(|b| total > b);
                 if !(too_old || too_big) {
                     break;

@@ -239,8 +239,8 @@ impl SegmentWriter {
         let msg = bus.pop_filtered(&[gst::MessageType::Error])?;
         let gst::MessageView::Error(e) = msg.view() else { return None };
         let err = e.error();
-        let no_space = err.matches(gst::ResourceError::NoSpaceLeft)
-            || format!("{err} {:?}", e.debug()).contains("No space left");
+        let no_space =
+            err.matches(gst::ResourceError::NoSpaceLeft) || format!("{err} {:?}", e.debug()).contains("No space left");
         Some(Failure { no_space, message: format!("{err}") })
     }
 
@@ -301,13 +301,9 @@ pub struct Sample {
 pub fn scan(path: &Path) -> anyhow::Result<Vec<Sample>> {
     let loc = path.to_str().context("path is not UTF-8")?.replace('"', "");
     let desc = format!("filesrc location=\"{loc}\" ! qtdemux ! appsink name=sink sync=false");
-    let pipeline = gst::parse::launch(&desc)?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
-    let sink = pipeline
-        .by_name("sink")
-        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-        .context("no appsink")?;
+    let pipeline =
+        gst::parse::launch(&desc)?.downcast::<gst::Pipeline>().map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+    let sink = pipeline.by_name("sink").and_then(|e| e.downcast::<gst_app::AppSink>().ok()).context("no appsink")?;
     let guard = NullOnDrop(pipeline.clone());
     pipeline.set_state(gst::State::Playing).with_context(|| format!("cannot read {}", path.display()))?;
     let bus = pipeline.bus().context("no bus")?;

@@ -66,9 +66,10 @@ fn write_image(buf: gst::Buffer, caps: &gst::Caps, out: &Path) -> anyhow::Result
     let enc = image_encoder(out)?;
     let jpeg_in = caps.structure(0).is_some_and(|s| s.name() == "image/jpeg");
     let dec = if jpeg_in { "jpegdec ! " } else { "" };
-    let p = gst::parse::launch(&format!("appsrc name=src format=time ! {dec}videoconvert ! {enc} ! appsink name=sink"))?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+    let p =
+        gst::parse::launch(&format!("appsrc name=src format=time ! {dec}videoconvert ! {enc} ! appsink name=sink"))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
     let _g = NullOnDrop(p.clone());
     let src = p.by_name("src").and_then(|e| e.downcast::<gst_app::AppSrc>().ok()).context("no appsrc")?;
     let sink = p.by_name("sink").and_then(|e| e.downcast::<gst_app::AppSink>().ok()).context("no appsink")?;
@@ -154,10 +155,8 @@ fn from_disk(cat: &Catalog, loc: &Located, out: &Path) -> anyhow::Result<Found> 
     // keyframe and trusting the decoded timestamps gave the frame before the
     // one asked for, 1 time in 3).
     let frames = cat.frames(loc.segment.id)?;
-    let target = frames
-        .iter()
-        .position(|f| f.frame_id == loc.frame.frame_id)
-        .context("frame not in its segment's list")?;
+    let target =
+        frames.iter().position(|f| f.frame_id == loc.frame.frame_id).context("frame not in its segment's list")?;
     p.set_state(gst::State::Playing)?;
     let mut sample = sink.try_pull_sample(gst::ClockTime::from_seconds(10));
     let mut idx = 0;
@@ -186,7 +185,10 @@ pub fn frame(dir: &Path, q: Query, out: &Path, name: Option<&str>, disk_only: bo
         Some(n) => Some(n.to_string()),
         None => cat.meta("stream")?,
     };
-    if !disk_only && let Some(s) = &stream && let Some(found) = from_ring(s, q, out)? {
+    if !disk_only
+        && let Some(s) = &stream
+        && let Some(found) = from_ring(s, q, out)?
+    {
         return Ok(found);
     }
     let loc = match q {

@@ -17,7 +17,8 @@ use shmcast_record::catalog::Catalog;
 
 fn catalog_ids(dir: &Path, path: &str) -> Vec<u64> {
     let cat = Catalog::open(dir, false).unwrap();
-    let s = cat.segments().unwrap().into_iter().find(|s| s.path == path).unwrap_or_else(|| panic!("{path} not catalogued"));
+    let s =
+        cat.segments().unwrap().into_iter().find(|s| s.path == path).unwrap_or_else(|| panic!("{path} not catalogued"));
     cat.frames(s.id).unwrap().iter().map(|f| f.frame_id).collect()
 }
 
@@ -84,14 +85,16 @@ fn catalog_matches_decoded_stamps_and_frames_come_from_ring_then_disk() {
     let newest = cat.segments().unwrap().iter().filter_map(|s| s.last_frame).max().unwrap();
     drop(cat);
     let png = dir.join("ring.png");
-    let out = run_ok(&["frame", "--dir", dir.to_str().unwrap(), "--id", &newest.to_string(), "--out", png.to_str().unwrap()]);
+    let out =
+        run_ok(&["frame", "--dir", dir.to_str().unwrap(), "--id", &newest.to_string(), "--out", png.to_str().unwrap()]);
     assert!(out.starts_with("ring:"), "{out}");
     assert_eq!(image_id(&png), newest);
 
     // The first recorded frame is long gone from the ring: decoded from disk.
     let oldest = segs[0]["first_frame"].as_u64().unwrap() + 7;
     let jpg = dir.join("disk.jpg");
-    let out = run_ok(&["frame", "--dir", dir.to_str().unwrap(), "--id", &oldest.to_string(), "--out", jpg.to_str().unwrap()]);
+    let out =
+        run_ok(&["frame", "--dir", dir.to_str().unwrap(), "--id", &oldest.to_string(), "--out", jpg.to_str().unwrap()]);
     assert!(out.starts_with("disk:"), "{out}");
     assert_eq!(image_id(&jpg), oldest);
 
@@ -102,7 +105,8 @@ fn catalog_matches_decoded_stamps_and_frames_come_from_ring_then_disk() {
     drop(cat);
     let t = format!("{}.{:09}", f.capture_ns / 1_000_000_000, f.capture_ns % 1_000_000_000);
     let png = dir.join("time.png");
-    let out = run_ok(&["frame", "--dir", dir.to_str().unwrap(), "--time", &t, "--out", png.to_str().unwrap(), "--disk-only"]);
+    let out =
+        run_ok(&["frame", "--dir", dir.to_str().unwrap(), "--time", &t, "--out", png.to_str().unwrap(), "--disk-only"]);
     assert!(out.starts_with("disk:"), "{out}");
     assert_eq!(image_id(&png), f.frame_id);
 
@@ -131,8 +135,10 @@ fn event_clip_covers_pre_and_post_roll() {
         &dir,
         &["--segment-seconds", "600", "--events", events.to_str().unwrap(), "--pre", "1", "--post", "1"],
     );
-    wait_for(LONG, || (segments(&ls(&dir)).iter().map(|s| s["frames"].as_u64().unwrap()).sum::<u64>() >= 90).then_some(()))
-        .unwrap_or_else(|| panic!("nothing recorded:\n{}", g.log("clip-rec")));
+    wait_for(LONG, || {
+        (segments(&ls(&dir)).iter().map(|s| s["frames"].as_u64().unwrap()).sum::<u64>() >= 90).then_some(())
+    })
+    .unwrap_or_else(|| panic!("nothing recorded:\n{}", g.log("clip-rec")));
     let cat = Catalog::open(&dir, false).unwrap();
     let seg = cat.segments().unwrap().pop().unwrap();
     let frames = cat.frames(seg.id).unwrap();
@@ -199,7 +205,8 @@ fn retention_deletes_oldest_segments_first_and_the_catalog_agrees() {
     assert!(closed_bytes <= 400_000 + 2 * biggest, "{closed_bytes} bytes kept for a 400 kB limit");
     // The files on disk are the catalogued ones (checked at one moment in between rotations).
     let agree = wait_for(LONG, || {
-        let listed: BTreeSet<String> = segments(&ls(&dir)).iter().map(|s| s["path"].as_str().unwrap().to_string()).collect();
+        let listed: BTreeSet<String> =
+            segments(&ls(&dir)).iter().map(|s| s["path"].as_str().unwrap().to_string()).collect();
         let on_disk: BTreeSet<String> = std::fs::read_dir(dir.join("segments"))
             .unwrap()
             .flatten()
@@ -253,8 +260,10 @@ fn sigkill_leaves_a_playable_segment_and_restart_repairs_the_catalog() {
     assert_eq!(s["frames"].as_u64(), Some(listed.len() as u64));
     assert!(listed.iter().all(|id| decoded.contains(id)), "the catalog lists frames the file does not hold");
     // Recording goes on in a new segment.
-    wait_for(LONG, || segments(&ls(&dir)).iter().any(|s| s["path"] != path.as_str() && s["frames"].as_u64() > Some(10)).then_some(()))
-        .unwrap_or_else(|| panic!("no new segment after the restart:\n{}", g.log("kill-rec2")));
+    wait_for(LONG, || {
+        segments(&ls(&dir)).iter().any(|s| s["path"] != path.as_str() && s["frames"].as_u64() > Some(10)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no new segment after the restart:\n{}", g.log("kill-rec2")));
 }
 
 /// A small tmpfs mounted for the test, unmounted at drop.
@@ -280,13 +289,8 @@ fn a_full_disk_frees_the_oldest_segments_and_recording_goes_on() {
     let name = unique_name("rec-full");
     producer(&mut g, "full-prod", &name, (1280, 720), "i420", 16);
     let addr = format!("127.0.0.1:{}", shmcast_e2e::free_port());
-    let rec = recorder(
-        &mut g,
-        "full-rec",
-        &name,
-        &mnt,
-        &["--segment-seconds", "1", "--bitrate", "8000", "--metrics", &addr],
-    );
+    let rec =
+        recorder(&mut g, "full-rec", &name, &mnt, &["--segment-seconds", "1", "--bitrate", "8000", "--metrics", &addr]);
     wait_for(LONG, || g.log("full-rec").contains("disk full").then_some(()))
         .unwrap_or_else(|| panic!("the disk never filled:\n{}", g.log("full-rec")));
     let opened = metric(&addr, "shmcast_record_segments_total").unwrap_or(0.0);
@@ -318,8 +322,10 @@ fn producer_restart_with_another_format_starts_a_new_segment() {
     let dir = temp_dir(&mut g, "restart");
     let p1 = producer(&mut g, "rs-prod1", &name, (640, 360), "i420", 16);
     recorder(&mut g, "rs-rec", &name, &dir, &["--segment-seconds", "600"]);
-    wait_for(LONG, || (segments(&ls(&dir)).iter().map(|s| s["frames"].as_u64().unwrap()).sum::<u64>() >= 45).then_some(()))
-        .unwrap_or_else(|| panic!("nothing recorded:\n{}", g.log("rs-rec")));
+    wait_for(LONG, || {
+        (segments(&ls(&dir)).iter().map(|s| s["frames"].as_u64().unwrap()).sum::<u64>() >= 45).then_some(())
+    })
+    .unwrap_or_else(|| panic!("nothing recorded:\n{}", g.log("rs-rec")));
     signal(p1, "TERM");
     wait_for(LONG, || g.child("rs-prod1").try_wait().ok().flatten()).expect("producer did not stop");
     producer(&mut g, "rs-prod2", &name, (320, 240), "nv12", 16);
@@ -341,4 +347,53 @@ fn producer_restart_with_another_format_starts_a_new_segment() {
     let second = cat.segments().unwrap().into_iter().find(|s| s.path == segs[1]["path"].as_str().unwrap()).unwrap();
     assert!(second.first_frame.unwrap() < 60, "{second:?}");
     let _ = Duration::ZERO;
+}
+
+#[test]
+fn an_mqtt_event_gets_its_clip() {
+    require_tool("mosquitto");
+    require_tool("mosquitto_pub");
+    let mut g = Guard::new();
+    let name = unique_name("rec-mqtt");
+    let dir = temp_dir(&mut g, "mqtt");
+    let port = shmcast_e2e::free_port();
+    g.spawn("mqtt-broker", Command::new("mosquitto").args(["-p", &port.to_string()]));
+    wait_for(LONG, || std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .unwrap_or_else(|| panic!("mosquitto did not listen:\n{}", g.log("mqtt-broker")));
+    producer(&mut g, "mqtt-prod", &name, (640, 360), "i420", 16);
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let topic = format!("shmcast/{name}/events");
+    recorder(
+        &mut g,
+        "mqtt-rec",
+        &name,
+        &dir,
+        &["--segment-seconds", "2", "--mqtt", &url, "--topic", &topic, "--pre", "0.5", "--post", "0.5"],
+    );
+    wait_for(LONG, || g.log("mqtt-rec").contains("MQTT connected").then_some(()))
+        .unwrap_or_else(|| panic!("no MQTT connection:\n{}", g.log("mqtt-rec")));
+    let seg = wait_for(LONG, || closed(&ls(&dir)).first().cloned()).expect("a closed segment");
+    let cat = Catalog::open(&dir, false).unwrap();
+    let s = cat.segments().unwrap().into_iter().find(|s| s.path == seg["path"].as_str().unwrap()).unwrap();
+    let frames = cat.frames(s.id).unwrap();
+    drop(cat);
+    let (a, b) = (frames[20], frames[30]);
+    let msg = format!(
+        "{{\"type\":\"motion\",\"start_frame\":{},\"end_frame\":{},\"start_capture_ns\":{},\"end_capture_ns\":{}}}",
+        a.frame_id, b.frame_id, a.capture_ns, b.capture_ns
+    );
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", &topic, "-m", &msg])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let v = wait_for(LONG, || {
+        let v = ls(&dir);
+        (!v["clips"].as_array().unwrap().is_empty()).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("no clip for the MQTT event:\n{}", g.log("mqtt-rec")));
+    let clip = &v["clips"][0];
+    assert_eq!(clip["event"]["type"], "motion", "{clip}");
+    let got = ids(&dir.join(clip["path"].as_str().unwrap()));
+    assert!(got.first().unwrap() <= &a.frame_id && got.last().unwrap() >= &b.frame_id, "{got:?}");
 }

@@ -73,7 +73,8 @@ pub fn recorder(g: &mut Guard, label: &str, name: &str, dir: &Path, extra: &[&st
 
 /// `shmcast-record ls --dir DIR --json`.
 pub fn ls(dir: &Path) -> serde_json::Value {
-    let out = Command::new(bin("shmcast-record")).args(["ls", "--dir", dir.to_str().unwrap(), "--json"]).output().unwrap();
+    let out =
+        Command::new(bin("shmcast-record")).args(["ls", "--dir", dir.to_str().unwrap(), "--json"]).output().unwrap();
     assert!(out.status.success(), "ls failed: {}", describe(&out));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("ls --json is not JSON: {e}\n{}", describe(&out)))
 }
