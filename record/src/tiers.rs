@@ -55,7 +55,7 @@ pub struct Found {
 fn image_encoder(out: &Path) -> anyhow::Result<&'static str> {
     let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     Ok(match ext.as_str() {
-        "png" => "pngenc",
+        "png" => "pngenc compression-level=1",
         "jpg" | "jpeg" => "jpegenc quality=95",
         _ => bail!("--out {}: use a .png or .jpg file name", out.display()),
     })
