@@ -84,7 +84,11 @@ fn launch(format: &VideoFormat, s: &EncodeSettings, path: &Path) -> anyhow::Resu
     );
     let sink = format!("filesink location=\"{loc}\" buffer-mode=unbuffered sync=false async=false");
     if format.pixel == PixelFormat::Mjpeg {
-        return Ok(format!("{src} ! identity name=parse ! qtmux fragment-duration={FRAGMENT_MS} ! {sink}"));
+        // The video pad by name: `identity` accepts anything, so automatic
+        // linking could pick the muxer's audio pad.
+        return Ok(format!(
+            "{src} ! identity name=parse ! mux.video_0 qtmux name=mux fragment-duration={FRAGMENT_MS} ! {sink}"
+        ));
     }
     let (num, den) = encoder::rate(format);
     let fps = f64::from(num) / f64::from(den.max(1));

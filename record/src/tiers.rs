@@ -95,11 +95,13 @@ fn from_ring(name: &str, q: Query, out: &Path) -> anyhow::Result<Option<Found>> 
     let half_period = (5e8 * f64::from(den) / f64::from(num.max(1))) as u64;
     let bound = r.slots() * 2 + 16;
     let mut best: Option<(u64, u64, u64, Vec<u8>)> = None; // (distance, id, capture, bytes)
+    let mut oldest: Option<u64> = None;
     let mut seen = 0u64;
     while seen < bound {
         let Some(f) = r.try_next() else { break };
         seen += 1;
         let meta = *f.meta();
+        oldest.get_or_insert(meta.capture_ns);
         let dist = match q {
             Query::Id(id) if meta.frame_id == id => 0,
             Query::Id(_) => continue,
@@ -116,8 +118,10 @@ fn from_ring(name: &str, q: Query, out: &Path) -> anyhow::Result<Option<Found>> 
         }
     }
     let Some((dist, frame_id, capture_ns, bytes)) = best else { return Ok(None) };
-    if matches!(q, Query::Time(_)) && dist > half_period {
-        // The ring does not reach that time.
+    if let Query::Time(t) = q
+        && (t + half_period < oldest.unwrap_or(0) || dist > 1_000_000_000)
+    {
+        // Older than the ring (the disk may hold a nearer frame), or no frame within 1 s.
         return Ok(None);
     }
     let is_jpeg_out = image_encoder(out)?.starts_with("jpegenc");

@@ -397,3 +397,59 @@ fn an_mqtt_event_gets_its_clip() {
     let got = ids(&dir.join(clip["path"].as_str().unwrap()));
     assert!(got.first().unwrap() <= &a.frame_id && got.last().unwrap() >= &b.frame_id, "{got:?}");
 }
+
+#[test]
+fn mjpeg_is_recorded_as_it_is() {
+    require_tool("ffprobe");
+    let mut g = Guard::new();
+    let name = unique_name("rec-mjpeg");
+    let dir = temp_dir(&mut g, "mjpeg");
+    let _ = std::fs::remove_file(segment_path(&name));
+    g.spawn(
+        "mj-prod",
+        Command::new(bin("shmcast-producer")).args([
+            "--name",
+            &name,
+            "--source",
+            "gst:videotestsrc is-live=true",
+            "--width",
+            "320",
+            "--height",
+            "240",
+            "--format",
+            "mjpeg",
+            "--fps",
+            "30",
+        ]),
+    );
+    g.segment(&name);
+    recorder(&mut g, "mj-rec", &name, &dir, &["--segment-seconds", "1"]);
+    let seg = wait_for(LONG, || closed(&ls(&dir)).first().cloned())
+        .unwrap_or_else(|| panic!("no closed segment:\n{}\n{}", g.log("mj-rec"), g.log("mj-prod")));
+    let path = dir.join(seg["path"].as_str().unwrap());
+    assert!(path.extension().is_some_and(|e| e == "mov"), "{seg}");
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-count_frames"])
+        .args(["-show_entries", "stream=codec_name,nb_read_frames", "-of", "csv=p=0"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.starts_with("mjpeg,"), "{}", describe(&out));
+    let n: u64 = text.trim().split(',').nth(1).unwrap().parse().unwrap();
+    assert_eq!(Some(n), seg["frames"].as_u64(), "{seg}");
+    let png = dir.join("mj.png");
+    let id = seg["first_frame"].as_u64().unwrap() + 3;
+    let o = run_ok(&[
+        "frame",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--id",
+        &id.to_string(),
+        "--out",
+        png.to_str().unwrap(),
+        "--disk-only",
+    ]);
+    assert!(o.starts_with("disk:"), "{o}");
+    assert_eq!(stamps(&png).len(), 1);
+}
