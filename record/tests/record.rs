@@ -453,3 +453,73 @@ fn mjpeg_is_recorded_as_it_is() {
     assert!(o.starts_with("disk:"), "{o}");
     assert_eq!(stamps(&png).len(), 1);
 }
+
+/// Sends SIGTERM and asserts a clean exit within a second.
+fn term_within_a_second(g: &mut Guard, label: &str, state: &str) {
+    let pid = g.child(label).id();
+    let sent = std::time::Instant::now();
+    signal(pid, "TERM");
+    let status = wait_for(LONG, || g.child(label).try_wait().ok().flatten())
+        .unwrap_or_else(|| panic!("{label} ({state}) ignored SIGTERM:\n{}", g.log(label)));
+    let took = sent.elapsed();
+    eprintln!("{label} ({state}): exited {status} {} ms after SIGTERM", took.as_millis());
+    assert!(status.success(), "{label} ({state}) exited with {status}:\n{}", g.log(label));
+    assert!(took < Duration::from_secs(1), "{label} ({state}) took {took:?}:\n{}", g.log(label));
+}
+
+/// A segment under `name` whose words are hostile: a heartbeat just ahead of
+/// now, `head` and every slot word at u64::MAX.
+fn crafted_segment(name: &str) {
+    use shm_proto::{CreateOptions, FrameMeta, PixelFormat, VideoFormat, Writer};
+    let tmp = std::env::temp_dir().join(format!("shmcast-record-craft-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let f = VideoFormat::new(320, 240, PixelFormat::Gray8, 30, 1).unwrap();
+    let bytes = {
+        let mut w =
+            Writer::create("craft", f, &CreateOptions { slots: 4, dir: Some(tmp.clone()), ..Default::default() })
+                .unwrap();
+        w.publish(|b| FrameMeta::new(0, 0, b.len() as u64));
+        std::fs::read(w.path()).unwrap()
+    };
+    let _ = std::fs::remove_dir_all(&tmp);
+    let mut b = bytes;
+    let put = |b: &mut Vec<u8>, off: usize, v: u64| b[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+    put(&mut b, 1024 + 8, shm_proto::os::monotonic_ns() + 1_900_000_000);
+    put(&mut b, 1024 + 128, u64::MAX);
+    for i in 0..4 {
+        put(&mut b, 4096 + 128 * i, u64::MAX);
+    }
+    std::fs::write(segment_path(name), &b).unwrap();
+}
+
+#[test]
+fn recorder_honours_sigterm_in_every_state() {
+    let mut g = Guard::new();
+    let dir = temp_dir(&mut g, "term");
+    let events = dir.join("events.jsonl");
+    let extra = ["--segment-seconds", "2", "--events", events.to_str().unwrap()];
+    // Waiting for a producer that never comes.
+    let name = unique_name("rec-term-wait");
+    recorder(&mut g, "term-wait", &name, &dir.join("a"), &extra);
+    wait_for(LONG, || g.log("term-wait").contains("waiting for the producer").then_some(()))
+        .unwrap_or_else(|| panic!("never waited:\n{}", g.log("term-wait")));
+    term_within_a_second(&mut g, "term-wait", "waiting for the producer");
+    // On a crafted, hostile segment.
+    let name = unique_name("rec-term-craft");
+    g.segment(&name);
+    crafted_segment(&name);
+    recorder(&mut g, "term-craft", &name, &dir.join("b"), &extra);
+    std::thread::sleep(Duration::from_millis(300));
+    term_within_a_second(&mut g, "term-craft", "crafted segment");
+    // Recording, with frames flowing and an event source.
+    let name = unique_name("rec-term-live");
+    producer(&mut g, "term-prod", &name, (1280, 720), "i420", 16);
+    recorder(&mut g, "term-live", &name, &dir.join("c"), &extra);
+    wait_for(LONG, || {
+        (segments(&ls(&dir.join("c"))).iter().map(|s| s["frames"].as_u64().unwrap()).sum::<u64>() >= 30).then_some(())
+    })
+    .unwrap_or_else(|| panic!("nothing recorded:\n{}", g.log("term-live")));
+    term_within_a_second(&mut g, "term-live", "recording");
+    // The segment it was writing is closed in the catalog.
+    assert!(segments(&ls(&dir.join("c"))).iter().all(|s| s["state"] == "closed"), "{}", ls(&dir.join("c")));
+}
