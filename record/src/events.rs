@@ -100,10 +100,10 @@ pub fn follow_file(
     stop: Arc<AtomicBool>,
     m: Metrics,
 ) -> anyhow::Result<JoinHandle<()>> {
+    // Start at the end (as it is now): events already in the file were handled before.
+    let mut pos = std::fs::metadata(&path).map(|md| md.len()).unwrap_or(0);
     Ok(std::thread::Builder::new().name("record-events".into()).spawn(move || {
         let mut file: Option<(File, u64)> = None;
-        // Start at the end: events already in the file were handled before.
-        let mut pos = std::fs::metadata(&path).map(|md| md.len()).unwrap_or(0);
         let mut partial: Vec<u8> = Vec::new();
         let mut skipping = false;
         let mut missing_logged = false;
@@ -251,5 +251,36 @@ mod tests {
         assert!(parse_event(r#"{"type":"motion","start_capture_ns":-5}"#, "file").is_none());
         let e = parse_event(r#"{"type":"../../x","start_capture_ns":5,"end_capture_ns":1}"#, "mqtt").unwrap();
         assert_eq!((e.kind.as_str(), e.end_ns), ("x", 5));
+    }
+
+    #[test]
+    fn follows_appends_from_the_end_and_rereads_a_replaced_file() {
+        use std::io::Write;
+        let path = std::env::temp_dir().join(format!("shmcast-record-events-{}.jsonl", std::process::id()));
+        let line = |n: u64| format!("{{\"type\":\"motion\",\"start_frame\":{n},\"start_capture_ns\":{}}}\n", 1000 + n);
+        std::fs::write(&path, line(1)).unwrap();
+        let (tx, rx) = std::sync::mpsc::sync_channel(16);
+        let stop = Arc::new(AtomicBool::new(false));
+        let h = follow_file(path.clone(), tx, Arc::clone(&stop), Metrics::register()).unwrap();
+        let recv = || rx.recv_timeout(Duration::from_secs(30)).map(|e: EventIn| e.start_frame);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        // A line written in two pieces (the follower may read in between) is
+        // one event; garbage and the summary are skipped.
+        f.write_all(b"{\"type\":\"meteor\",\"start_frame\":2,").unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        f.write_all(b"\"start_capture_ns\":5}\nnot json\n{\"type\":\"summary\"}\n").unwrap();
+        f.write_all(line(3).as_bytes()).unwrap();
+        assert_eq!(recv(), Ok(Some(2)), "the line already there at start is not an event");
+        assert_eq!(recv(), Ok(Some(3)));
+        // Replaced (new inode): read from its start.
+        drop(f);
+        let tmp = path.with_extension("new");
+        std::fs::write(&tmp, line(4)).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert_eq!(recv(), Ok(Some(4)));
+        stop.store(true, Ordering::Relaxed);
+        h.join().unwrap();
+        let _ = std::fs::remove_file(&path);
     }
 }
