@@ -31,16 +31,14 @@ fn ring(c: &mut Criterion) {
                 FrameMeta::new(0, 0, buf.len() as u64)
             });
             let f = r.latest().expect("a frame");
-            let sum: u64 = f.data().iter().map(|&x| u64::from(x)).sum();
-            black_box(sum);
-            f.validate()
+            black_box(f.read(|d| d.iter().map(|&x| u64::from(x)).sum::<u64>()))
         })
     });
     g.finish();
 
     let f = VideoFormat::new(1920, 1080, PixelFormat::Nv12, 30, 1).unwrap();
     let geo = Geometry::compute(8, f.frame_size, PAGE).unwrap();
-    let mut h = header::encode(&geo, &f, &Identity { pid: 1, epoch: 2, start_unix_ns: 3 }, false);
+    let mut h = header::encode(&geo, &f, &Identity { pid: 1, epoch: 2, start_unix_ns: 3 }, false, None);
     h.magic = MAGIC;
     let bytes = h.to_bytes();
     c.bench_function("header_decode", |b| b.iter(|| header::decode_bytes(black_box(&bytes), geo.total_size)));

@@ -157,11 +157,14 @@ fn child() {
                             backwards += 1;
                         }
                         last = Some(seq);
-                        let ok = matches_pattern(f.data(), seq);
-                        if slow_us > 0 {
-                            std::thread::sleep(Duration::from_micros(slow_us));
-                        }
-                        if f.validate() {
+                        let ok = f.read(|d| {
+                            let ok = matches_pattern(d, seq);
+                            if slow_us > 0 {
+                                std::thread::sleep(Duration::from_micros(slow_us));
+                            }
+                            ok
+                        });
+                        if let Some(ok) = ok {
                             accepted += 1;
                             if !ok {
                                 torn += 1;

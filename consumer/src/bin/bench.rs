@@ -128,16 +128,17 @@ fn reader_child(name: &str) -> anyhow::Result<()> {
         match r.next(Duration::from_secs(10)) {
             Next::Frame(f) => {
                 // Read every byte (as u64 words) — what a consumer using the frame does.
-                let d = f.data();
-                let (words, rest) = d.split_at(d.len() / 8 * 8);
-                let mut s = 0u64;
-                for c in words.chunks_exact(8) {
-                    s = s.wrapping_add(u64::from_ne_bytes(c.try_into().expect("8 bytes")));
-                }
-                s = rest.iter().fold(s, |a, &b| a.wrapping_add(u64::from(b)));
-                if f.validate() {
+                let s = f.read(|d| {
+                    let (words, rest) = d.split_at(d.len() / 8 * 8);
+                    let mut s = 0u64;
+                    for c in words.chunks_exact(8) {
+                        s = s.wrapping_add(u64::from_ne_bytes(c.try_into().expect("8 bytes")));
+                    }
+                    rest.iter().fold(s, |a, &b| a.wrapping_add(u64::from(b)))
+                });
+                if let Some(s) = s {
                     sum = sum.wrapping_add(s);
-                    bytes += d.len() as u64;
+                    bytes += f.len() as u64;
                 }
             }
             Next::Timeout => bail!("reader timed out"),
