@@ -16,7 +16,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyDict, PyTuple};
-use shm_proto::{Availability, ProducerStatus, ReaderOptions, Start, VideoFormat};
+use shm_proto::{Availability, Lapped, ProducerStatus, ReaderOptions, Start, VideoFormat};
 
 use crate::view::{self, Keep, View};
 use crate::{Closed, FormatError, Overrun, SIGNAL_SLICE, StaleFrame};
@@ -75,8 +75,8 @@ impl Core {
     }
 
     fn set_current(&mut self, f: shm_proto::Frame<'_>) {
-        let ptr = f.data().as_ptr();
-        let len = f.data().len();
+        let ptr = f.as_ptr();
+        let len = f.len();
         // SAFETY: the frame borrows from `*self.reader` (made by the reference
         // `release` returned) and from the mapping the reader owns. It is
         // stored in `current`, which is cleared before the reader is borrowed
@@ -116,11 +116,24 @@ fn parse_start(start: &str) -> PyResult<Start> {
     }
 }
 
-fn options(start: Start, spin: f64) -> PyResult<ReaderOptions> {
+fn parse_lapped(lapped: &str) -> PyResult<Lapped> {
+    match lapped {
+        "newest" => Ok(Lapped::Newest),
+        "oldest" => Ok(Lapped::Oldest),
+        other => Err(PyValueError::new_err(format!("lapped must be \"newest\" or \"oldest\", got {other:?}"))),
+    }
+}
+
+fn options(start: &str, lapped: &str, spin: f64) -> PyResult<ReaderOptions> {
     if !(spin.is_finite() && (0.0..=1.0).contains(&spin)) {
         return Err(PyValueError::new_err(format!("spin must be between 0 and 1 second, got {spin}")));
     }
-    Ok(ReaderOptions { start, spin: Duration::from_secs_f64(spin), ..ReaderOptions::default() })
+    Ok(ReaderOptions {
+        start: parse_start(start)?,
+        lapped: parse_lapped(lapped)?,
+        spin: Duration::from_secs_f64(spin),
+        ..ReaderOptions::default()
+    })
 }
 
 /// Sleeps up to `d` without the GIL, then looks at Python's signals.
@@ -174,13 +187,17 @@ impl ReaderStats {
     }
 }
 
-/// Reader(name, start="next", attach_timeout=0.0, spin=0.0)
+/// Reader(name, start="next", attach_timeout=0.0, spin=0.0, lapped="newest")
 /// --
 ///
 /// A read-only view of the stream ``name`` (the segment ``/dev/shm/shmcast.<name>``).
 ///
 /// ``start``: ``"next"`` (default) starts at the next frame published,
 /// ``"oldest"`` at the oldest frame still in the ring.
+/// ``lapped``: where a reader the producer has lapped lands: ``"newest"``
+/// (default; a slow reader still gets intact frames) or ``"oldest"`` (loses the
+/// fewest frames, but under overload most of them tear). Either way
+/// ``Frame.lost`` and ``stats.lost`` count exactly the frames skipped.
 /// ``attach_timeout``: seconds to wait for a live producer; ``0`` (default)
 /// fails at once with :class:`NotFound`, ``None`` waits for ever (Ctrl-C
 /// interrupts). ``spin``: seconds to busy-poll before sleeping (lower latency,
@@ -289,9 +306,16 @@ impl Reader {
 #[pymethods]
 impl Reader {
     #[new]
-    #[pyo3(signature = (name, start = "next", attach_timeout = Some(0.0), spin = 0.0))]
-    fn new(py: Python<'_>, name: &str, start: &str, attach_timeout: Option<f64>, spin: f64) -> PyResult<Reader> {
-        let opts = options(parse_start(start)?, spin)?;
+    #[pyo3(signature = (name, start = "next", attach_timeout = Some(0.0), spin = 0.0, lapped = "newest"))]
+    fn new(
+        py: Python<'_>,
+        name: &str,
+        start: &str,
+        attach_timeout: Option<f64>,
+        spin: f64,
+        lapped: &str,
+    ) -> PyResult<Reader> {
+        let opts = options(start, lapped, spin)?;
         let timeout = crate::timeout_arg(attach_timeout, "attach_timeout")?;
         Ok(Reader::from_inner(open_waiting(py, name, &opts, timeout)?))
     }
@@ -378,6 +402,12 @@ impl Reader {
     #[getter]
     fn pid(&self) -> u32 {
         self.pid
+    }
+    /// The region ``(x, y, w, h)`` the producer draws its own overlay into (a
+    /// status band, a clock), which pixel-analysing code should ignore; None if none.
+    #[getter]
+    fn overlay(&self) -> PyResult<Option<(u32, u32, u32, u32)>> {
+        Ok(self.lock()?.reader().overlay().map(|r| (r.x, r.y, r.w, r.h)))
     }
     /// Producer state: "starting", "live", "closed" or "stale".
     #[getter]
@@ -540,14 +570,13 @@ impl Frame {
         let Some(f) = cur.frame.take() else {
             return Err(overrun());
         };
-        let mut intact = true;
+        // An intact copy or an overrun (which `copy_to` counts; the frame stays consumed).
+        let mut copied = Ok(0);
         let bytes = PyByteArray::new_with(py, len, |buf| {
-            buf.copy_from_slice(f.data());
-            intact = f.is_intact();
+            copied = f.copy_to(buf);
             Ok(())
         })?;
-        if !intact {
-            f.validate();
+        if copied.is_err() {
             return Err(overrun());
         }
         cur.frame = Some(f);
@@ -654,7 +683,7 @@ struct FollowState {
     attach_count: u64,
 }
 
-/// follow(name, start="next", spin=0.0) -> Follow
+/// follow(name, start="next", spin=0.0, lapped="newest") -> Follow
 /// --
 ///
 /// Frames of ``name`` for ever: waits for the producer, follows its restarts
@@ -662,12 +691,12 @@ struct FollowState {
 /// restart it starts at the oldest frame of the new producer. Each iteration
 /// releases the frame before (as :meth:`Reader.next` does).
 #[pyfunction]
-#[pyo3(signature = (name, start = "next", spin = 0.0))]
-pub(crate) fn follow(name: &str, start: &str, spin: f64) -> PyResult<Follow> {
+#[pyo3(signature = (name, start = "next", spin = 0.0, lapped = "newest"))]
+pub(crate) fn follow(name: &str, start: &str, spin: f64, lapped: &str) -> PyResult<Follow> {
     shm_proto::StreamName::new(name).map_err(|e| crate::Error::new_err(e.to_string()))?;
     Ok(Follow {
         name: name.to_string(),
-        opts: options(parse_start(start)?, spin)?,
+        opts: options(start, lapped, spin)?,
         state: Mutex::new(FollowState {
             reader: None,
             detached: false,

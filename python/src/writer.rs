@@ -202,13 +202,15 @@ fn fps_fraction(fps: f64) -> PyResult<(u32, u32)> {
     if fps.fract() == 0.0 { Ok((fps as u32, 1)) } else { Ok(((fps * 1000.0).round() as u32, 1000)) }
 }
 
-/// Writer(name, width, height, format="rgb24", fps=30, slots=8, *, max_payload=None, mode=0o640, hugepages=False)
+/// Writer(name, width, height, format="rgb24", fps=30, slots=8, *, max_payload=None, overlay=None, mode=0o640, hugepages=False)
 /// --
 ///
 /// Creates the stream ``name`` (``/dev/shm/shmcast.<name>``) and publishes
 /// frames into it; every shmcast reader (Python or the Rust tools) can use them.
 /// Raises :class:`InUse` if a live producer owns the name (a dead one's stream
-/// is replaced), :class:`FormatError` for a bad format or size.
+/// is replaced), :class:`FormatError` for a bad format or size. ``overlay``
+/// ``(x, y, w, h)``: a region you draw your own overlay into, which consumers
+/// analysing pixels (``shmcast-detect``) then ignore.
 ///
 /// Publish with :meth:`publish` (one copy) or fill a slot in place with
 /// ``with w.frame() as buf:``. :meth:`close` (or garbage collection, or leaving
@@ -293,7 +295,7 @@ impl std::ops::DerefMut for MappedGuard<'_> {
 #[pymethods]
 impl Writer {
     #[new]
-    #[pyo3(signature = (name, width, height, format = "rgb24", fps = 30.0, slots = 8, *, max_payload = None, mode = 0o640, hugepages = false))]
+    #[pyo3(signature = (name, width, height, format = "rgb24", fps = 30.0, slots = 8, *, max_payload = None, overlay = None, mode = 0o640, hugepages = false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         name: &str,
@@ -303,6 +305,7 @@ impl Writer {
         fps: f64,
         slots: u32,
         max_payload: Option<u64>,
+        overlay: Option<(u32, u32, u32, u32)>,
         mode: u32,
         hugepages: bool,
     ) -> PyResult<Writer> {
@@ -314,7 +317,8 @@ impl Writer {
         if let Some(b) = max_payload {
             vf = vf.with_max_payload(b).map_err(|e| FormatError::new_err(e.to_string()))?;
         }
-        let opts = CreateOptions { slots, mode, hugepages, ..CreateOptions::default() };
+        let overlay = overlay.map(|(x, y, w, h)| shm_proto::Rect::new(x, y, w, h));
+        let opts = CreateOptions { slots, mode, hugepages, overlay, ..CreateOptions::default() };
         let w = shm_proto::Writer::create(name, vf, &opts).map_err(crate::create_error)?;
         let map = SlotMap::map(&w)
             .map_err(|e| Error::new_err(format!("cannot create stream {}: map its slots: {e}", w.name())))?;
