@@ -39,7 +39,7 @@ echo "== python: binaries the tests drive"
 cargo build --release -p shmcast-producer -p shmcast-consumer -p shmcast-rtsp
 
 echo "== python: pytest"
-(cd python && "$py" -m pytest -q -p no:cacheprovider "$@")
+"$venv/bin/pytest" -q -p no:cacheprovider python/tests "$@"
 
 if ((bench)); then
   echo "== python: bench smoke"

@@ -87,6 +87,12 @@ class Child:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
 
+    def wait(self):
+        """Waits for the process to exit by itself; returns the exit code."""
+        self.proc.wait()
+        self._t.join()
+        return self.proc.returncode
+
     def stop(self):
         """SIGTERM, then SIGKILL if it does not stop in 10 s; returns the exit code."""
         if self.proc.poll() is None:

@@ -60,7 +60,7 @@ def test_ctrl_c_raises_keyboardinterrupt_while_waiting(where):
                            "KeyboardInterrupt")
         assert line.startswith("KEYBOARDINTERRUPT"), c.output()
         print(f"{where}: signal -> KeyboardInterrupt {line.split(' ', 1)[1]}")
-        assert c.stop() == 0
+        assert c.wait() == 0
     finally:
         if w is not None:
             w.close()

@@ -93,7 +93,7 @@ def test_interpreter_exit_closes_the_stream():
     c.wait_line("READY")
     r = shmcast.Reader(name, start="oldest")
     c.proc.stdin.close()
-    assert c.stop() == 0
+    assert c.wait() == 0
     assert r.next(timeout=5) is not None
     with pytest.raises(shmcast.Closed, match="closed by its producer"):
         r.next(timeout=5)
