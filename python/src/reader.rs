@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyDict, PyTuple};
+use pyo3::types::{PyDict, PyTuple};
 use shm_proto::{Availability, Lapped, ProducerStatus, ReaderOptions, Start, VideoFormat};
 
 use crate::view::{self, Keep, View};
@@ -556,39 +556,32 @@ impl Frame {
     /// first (the reader is too slow), :class:`StaleFrame` if the frame was released.
     fn copy<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let r = self.reader.get();
-        let mut core = r.lock()?;
-        let Some(cur) = core.current(self.generation) else {
-            return Err(self.stale(r));
-        };
-        let len = cur.len;
         let overrun = || {
             Overrun::new_err(format!(
                 "frame {} of stream {} was overwritten by the producer before it could be copied (reader too slow)",
                 self.meta.frame_id, r.name
             ))
         };
+        // numpy copies the frame's view (a C-contiguous array of the same
+        // shape), then the seqlock check decides. NB: measured 2.4x faster than
+        // `Frame::copy_to` into a zeroed bytearray at 1080p (python/bench.py).
+        let view = self.array(py)?;
+        let copy = view.bind(py).call_method0("copy")?;
+        let mut core = r.lock()?;
+        let Some(cur) = core.current(self.generation) else {
+            return Err(self.stale(r));
+        };
         let Some(f) = cur.frame.take() else {
             return Err(overrun());
         };
-        // An intact copy or an overrun (which `copy_to` counts; the frame stays consumed).
-        let mut copied = Ok(0);
-        let bytes = PyByteArray::new_with(py, len, |buf| {
-            copied = f.copy_to(buf);
-            Ok(())
-        })?;
-        if copied.is_err() {
-            return Err(overrun());
+        if f.is_intact() {
+            cur.frame = Some(f);
+            Ok(copy)
+        } else {
+            // Counts the overrun; the frame stays consumed (valid() is False from now on).
+            f.validate();
+            Err(overrun())
         }
-        cur.frame = Some(f);
-        drop(core);
-        let layout = view::array(&r.format, len)?;
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("shape", PyTuple::new(py, &layout.shape)?)?;
-        kwargs.set_item("dtype", "u1")?;
-        kwargs.set_item("buffer", bytes)?;
-        kwargs.set_item("offset", layout.offset)?;
-        kwargs.set_item("strides", PyTuple::new(py, &layout.strides)?)?;
-        crate::numpy_fn(py, "ndarray")?.call((), Some(&kwargs))
     }
 
     /// The source's frame id (monotonic within a producer run).

@@ -74,7 +74,7 @@ def test_array_shapes_dtypes_and_views_into_the_mapping(producer, fmt):
     total = a.astype(np.uint64).sum()
     c = f.copy()
     if f.valid():
-        assert c.shape == a.shape and c.flags.writeable and c.flags.owndata is False
+        assert c.shape == a.shape and c.flags.writeable and c.flags.c_contiguous
         assert not np.shares_memory(c, a)
         assert not inside(c, ranges)
         assert int(c.astype(np.uint64).sum()) == int(total)

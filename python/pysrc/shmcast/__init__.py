@@ -27,6 +27,8 @@ Waiting releases the GIL, and Ctrl-C raises ``KeyboardInterrupt`` while waiting.
 import atexit as _atexit
 import weakref as _weakref
 
+import numpy as _numpy  # noqa: F401 - loaded now, not on the first frame (which would stall a reader)
+
 from ._native import (
     FORMATS,
     Closed,
