@@ -103,8 +103,9 @@ pub fn lock_path(name: &StreamName, dir: &Path) -> PathBuf {
     dir.join(format!(".{}{LOCK_SUFFIX}", name.file_name()))
 }
 
-/// The held ownership of a name. Dropping it releases the lock; [`Owner::release`]
-/// also removes the lock file.
+/// The held ownership of a name. Dropping it removes the lock file (while
+/// still holding it) and releases the name; a process that dies without
+/// dropping it leaves the file, whose lock the kernel has released.
 #[derive(Debug)]
 pub struct Owner {
     file: std::fs::File,
@@ -135,9 +136,12 @@ impl Owner {
         }
         Err(io::Error::new(io::ErrorKind::WouldBlock, "the name's lock file keeps being replaced"))
     }
+}
 
-    /// Removes the lock file (while still holding it) and releases the name.
-    pub fn release(self) {
+impl Drop for Owner {
+    fn drop(&mut self) {
+        // A process that opened this file before the unlink and locks it
+        // after our close sees the path no longer names it, and retries.
         if let Ok(m) = self.file.metadata() {
             unlink_if_same(&self.path, (m.dev(), m.ino()));
         }
@@ -342,17 +346,26 @@ impl Drop for UnlinkGuard {
 
 /// What to do with an object found under a name we now own: its producer is
 /// gone (we hold the lock), so a shmcast segment of any version, or one left
-/// half-made, is replaced (`Ok(pid)`, 0 when unknown); anything else is not
-/// ours to delete (`Err(reason)`).
+/// empty or half-made (magic still 0), is replaced (`Ok(pid)`, 0 when
+/// unknown); anything else is not ours to delete (`Err(reason)`).
 fn leftover(name: &StreamName, path: &Path) -> Result<u32, String> {
-    match open_path(name, path) {
-        Ok(m) => Ok(m.decoded.identity.pid),
-        Err(OpenError::NotFound { .. }) => Ok(0),
-        Err(OpenError::Invalid { reason: HeaderError::BadMagic { .. }, .. }) => {
-            Err(open_path(name, path).err().map(|e| e.to_string()).unwrap_or_default())
-        }
-        Err(OpenError::Invalid { .. }) => Ok(0),
-        Err(e) => Err(e.to_string()),
+    let file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(format!("cannot open it: {e}")),
+    };
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    if size == 0 {
+        return Ok(0);
+    }
+    let mut magic = [0u8; 8];
+    if std::os::unix::fs::FileExt::read_exact_at(&file, &mut magic, 0).is_err() {
+        return Err(format!("{size} bytes, too small to be a segment"));
+    }
+    match u64::from_ne_bytes(magic) {
+        0 => Ok(0),
+        MAGIC => Ok(open_path(name, path).map(|m| m.decoded.identity.pid).unwrap_or(0)),
+        found => Err(HeaderError::BadMagic { found }.to_string()),
     }
 }
 
