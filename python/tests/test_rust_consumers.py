@@ -21,7 +21,7 @@ def clip(tmp_path_factory):
     subprocess.run(
         ["ffmpeg", "-v", "error", "-y",
          "-f", "lavfi", "-i", "color=c=0x202020:s=320x240:r=30:d=4",
-         "-f", "lavfi", "-i", "color=c=white:s=6x6:r=30:d=4",
+         "-f", "lavfi", "-i", "color=c=white:s=12x12:r=30:d=4",
          "-filter_complex", "[0][1]overlay=x='20+n*2':y='60+n':shortest=1,noise=alls=3:allf=t",
          "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(out)],
         check=True,
