@@ -131,7 +131,7 @@ def children():
 
 @pytest.fixture
 def producer(children):
-    """shmcast-producer with the test pattern; returns (child, name) once the stream is live."""
+    """shmcast-producer with the test pattern; returns (child, name) once it has published a frame."""
 
     def start(fmt="rgb24", width=320, height=240, fps=30, name=None, extra=()):
         import shmcast
@@ -139,7 +139,7 @@ def producer(children):
         name = name or unique("prod")
         c = children([binary("shmcast-producer"), "--name", name, "--source", "testsrc", "--format", fmt,
                       "--width", width, "--height", height, "--fps", fps, *extra], name=name)
-        wait_live(name, c)
+        wait_live(name, c).next()  # the first frame: the stream is "live" from then on
         return c, name
 
     return start
