@@ -59,7 +59,7 @@ pyo3::create_exception!(
 
 /// Longest stretch spent waiting without the GIL before looking at Python's
 /// signal flags: Ctrl-C raises `KeyboardInterrupt` within about this long.
-pub(crate) const SIGNAL_SLICE: Duration = Duration::from_millis(40);
+pub(crate) const SIGNAL_SLICE: Duration = Duration::from_millis(20);
 
 /// Maps a `shm_proto` open error to the matching Python exception, with the
 /// message the command-line tools print after `error: `.

@@ -562,9 +562,9 @@ impl Frame {
                 self.meta.frame_id, r.name
             ))
         };
-        // numpy copies the frame's view (a C-contiguous array of the same
-        // shape), then the seqlock check decides. NB: measured 2.4x faster than
-        // `Frame::copy_to` into a zeroed bytearray at 1080p (python/bench.py).
+        // numpy copies the frame's view into a new C-contiguous array (no
+        // zero-filled buffer first, padding dropped), then the seqlock check
+        // decides, as `Frame::copy_to` would after its own copy.
         let view = self.array(py)?;
         let copy = view.bind(py).call_method0("copy")?;
         let mut core = r.lock()?;
