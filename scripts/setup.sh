@@ -11,7 +11,7 @@ PKGS=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
   gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-rtsp
   ffmpeg numactl util-linux procps python3 mosquitto mosquitto-clients curl
-  python3-prometheus-client shellcheck python3-venv python3-dev python3-pip
+  python3-prometheus-client shellcheck python3-venv python3-dev
 )
 
 missing=()
