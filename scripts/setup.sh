@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what shmcast needs to build, run and test on Debian 12: GStreamer
 # (dev headers and plugins), the RTSP server library, ffmpeg (ffprobe), numactl,
-# mosquitto, Chromium and its WebDriver (the web page's browser test). Idempotent: installs only what is missing. Needs root for apt.
+# mosquitto, Python's venv and headers for the Python package (its pip
+# packages go into the virtual environment scripts/test.sh creates), Chromium
+# and its WebDriver (the web page's browser test). Idempotent: installs only what is missing. Needs root for apt.
 set -euo pipefail
 
 PKGS=(
@@ -10,8 +12,8 @@ PKGS=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
   gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-rtsp
   ffmpeg numactl util-linux procps python3 mosquitto mosquitto-clients curl
-  python3-prometheus-client shellcheck
-  chromium chromium-driver python3-venv
+  python3-prometheus-client shellcheck python3-venv python3-dev
+  chromium chromium-driver
 )
 
 missing=()
