@@ -369,6 +369,37 @@ fn leftover(name: &StreamName, path: &Path) -> Result<u32, String> {
     }
 }
 
+/// Removes the objects of `name` if no producer owns it: takes the name's
+/// lock (so no producer can be creating it meanwhile), removes every shmcast
+/// object of that name in the default directory and the huge-page mounts, and
+/// releases the name. Returns `None` when a running producer holds the name
+/// (it is never touched), else the paths removed with the bytes each held.
+/// Objects under the name that are not shmcast segments are left alone and
+/// reported as `Err` entries.
+///
+/// # Errors
+/// The name's lock file cannot be opened or locked.
+pub fn clean_stale(name: &StreamName) -> io::Result<Option<Vec<(PathBuf, Result<u64, String>)>>> {
+    let Some(owner) = Owner::acquire(name, &default_dir())? else { return Ok(None) };
+    let mut out = Vec::new();
+    for p in find_all(name, None) {
+        match leftover(name, &p) {
+            Ok(_) => {
+                // Memory really held: allocated blocks, not the (maybe sparse) length.
+                let bytes = std::fs::symlink_metadata(&p).map(|m| m.blocks() * 512).unwrap_or(0);
+                match std::fs::remove_file(&p) {
+                    Ok(()) => out.push((p, Ok(bytes))),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => out.push((p, Err(format!("cannot remove it: {e}")))),
+                }
+            }
+            Err(reason) => out.push((p, Err(format!("not a shmcast segment, left alone: {reason}")))),
+        }
+    }
+    drop(owner);
+    Ok(Some(out))
+}
+
 /// Describes the holder of a name for an error message.
 fn holder(name: &StreamName, dirs: &[PathBuf]) -> (u32, String) {
     for d in dirs {
