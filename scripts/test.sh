@@ -44,3 +44,6 @@ RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
 echo "== benchmark smoke"
 ./target/release/shmcast-bench --quick
 cargo bench -p shm-proto --bench ring -- --test
+
+echo "== python"
+bash scripts/python-test.sh --bench

@@ -369,6 +369,10 @@ fn leftover(name: &StreamName, path: &Path) -> Result<u32, String> {
     }
 }
 
+/// One object [`clean_stale`] looked at: its path, and the bytes it freed or
+/// why it was left alone.
+pub type Cleaned = (PathBuf, Result<u64, String>);
+
 /// Removes the objects of `name` if no producer owns it: takes the name's
 /// lock (so no producer can be creating it meanwhile), removes every shmcast
 /// object of that name in the default directory and the huge-page mounts, and
@@ -379,7 +383,7 @@ fn leftover(name: &StreamName, path: &Path) -> Result<u32, String> {
 ///
 /// # Errors
 /// The name's lock file cannot be opened or locked.
-pub fn clean_stale(name: &StreamName) -> io::Result<Option<Vec<(PathBuf, Result<u64, String>)>>> {
+pub fn clean_stale(name: &StreamName) -> io::Result<Option<Vec<Cleaned>>> {
     let Some(owner) = Owner::acquire(name, &default_dir())? else { return Ok(None) };
     let mut out = Vec::new();
     for p in find_all(name, None) {
