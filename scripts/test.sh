@@ -35,6 +35,7 @@ hugepages_reserve 160
 trap hugepages_release EXIT
 
 echo "== tests"
+# Runs as root: record/tests mounts a small tmpfs for the full-disk test.
 cargo test --workspace --release -- --test-threads=2
 
 echo "== loom model"
