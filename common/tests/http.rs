@@ -24,18 +24,21 @@ fn server() -> SocketAddr {
     *ADDR.get_or_init(|| metrics::serve("127.0.0.1:0".parse().unwrap()).expect("serve metrics"))
 }
 
-/// A server with tight limits, to reach them quickly.
-fn tight_server(max_connections: usize) -> SocketAddr {
+/// A server of `metrics::routes` with its own limits.
+fn server_with(max_connections: usize, header_timeout: Duration, connection_timeout: Duration) -> SocketAddr {
     let limits = Limits {
         max_connections,
         max_request_bytes: 8192,
-        header_timeout: Duration::from_millis(500),
-        connection_timeout: Duration::from_secs(2),
-        write_stall_timeout: Duration::from_secs(2),
+        header_timeout,
+        connection_timeout,
+        write_stall_timeout: connection_timeout,
     };
     let listener = http::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     http::spawn(listener, metrics::routes(), limits).unwrap()
 }
+
+/// Timeouts no test run reaches: what stalls stays connected for the whole test.
+const NEVER: Duration = Duration::from_secs(3600);
 
 fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect");
@@ -140,26 +143,55 @@ fn garbage_and_huge_requests_are_refused_and_the_server_stays_up() {
 }
 
 #[test]
-fn slow_and_idle_clients_neither_block_others_nor_stay_forever() {
-    let addr = tight_server(8);
+fn slow_and_idle_clients_do_not_block_others() {
+    let addr = server_with(8, NEVER, NEVER);
     // One sends nothing; one sends a header line, then stalls (slow-loris).
-    let mut idle = connect(addr);
+    let idle = connect(addr);
     let mut loris = connect(addr);
     loris.write_all(b"GET /metrics HTTP/1.1\r\nX-a: b\r\n").unwrap();
     // Others are answered while they are connected.
     for _ in 0..5 {
         assert!(get_metrics(addr).starts_with("HTTP/1.1 200 OK\r\n"));
     }
-    assert!(still_open(&idle) && still_open(&loris), "the stalled clients were answered or closed too early");
-    // The header timeout closes both.
+    assert!(still_open(&idle) && still_open(&loris), "the stalled clients were answered or closed");
+}
+
+#[test]
+fn slow_and_idle_clients_are_closed_by_the_header_timeout() {
+    let addr = server_with(8, Duration::from_millis(200), NEVER);
+    let mut idle = connect(addr);
+    let mut loris = connect(addr);
+    loris.write_all(b"GET /metrics HTTP/1.1\r\nX-a: b\r\n").unwrap();
+    // A byte now and then does not keep it alive: the timeout covers all the headers.
+    let drip = std::thread::spawn({
+        let mut s = loris.try_clone().unwrap();
+        move || {
+            while s.write_all(b"x").is_ok() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    });
     assert!(closed_by_server(&mut idle), "the idle connection was never closed");
     assert!(closed_by_server(&mut loris), "the slow-loris connection was never closed");
+    drip.join().unwrap();
+}
+
+#[test]
+fn a_connection_ends_at_the_connection_timeout_whatever_it_waits_for() {
+    // A binary's own route (merged with the metrics) whose answer never comes.
+    let router = metrics::routes().route("/stall", axum::routing::get(std::future::pending::<&'static str>));
+    let limits = Limits { connection_timeout: Duration::from_millis(300), ..Limits::default() };
+    let addr = http::spawn(http::bind("127.0.0.1:0".parse().unwrap()).unwrap(), router, limits).unwrap();
+    assert!(get_metrics(addr).starts_with("HTTP/1.1 200 OK\r\n"));
+    let mut s = connect(addr);
+    s.write_all(b"GET /stall HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(closed_by_server(&mut s), "the stalled connection was never closed");
 }
 
 #[test]
 fn connections_beyond_the_limit_get_503_and_slots_come_back() {
-    let addr = tight_server(2);
-    let mut held: Vec<TcpStream> = (0..2).map(|_| connect(addr)).collect();
+    let addr = server_with(2, NEVER, NEVER);
+    let held: Vec<TcpStream> = (0..2).map(|_| connect(addr)).collect();
     // Wait until the server has accepted both (a third one is then refused).
     let start = Instant::now();
     let busy = loop {
@@ -170,10 +202,8 @@ fn connections_beyond_the_limit_get_503_and_slots_come_back() {
         assert!(start.elapsed() < WAIT, "never refused a connection beyond the limit: {answer}");
     };
     assert!(busy.contains("busy; retry"), "{busy}");
-    // Once the held connections time out, scrapes are served again.
-    for s in &mut held {
-        assert!(closed_by_server(s), "a held connection was never closed");
-    }
+    // Once the held connections go, scrapes are served again.
+    drop(held);
     let start = Instant::now();
     while !get_metrics(addr).starts_with("HTTP/1.1 200 OK\r\n") {
         assert!(start.elapsed() < WAIT, "the server never recovered its connection slots");
@@ -182,7 +212,7 @@ fn connections_beyond_the_limit_get_503_and_slots_come_back() {
 
 #[test]
 fn hostile_scrapers_never_hold_up_the_frame_path() {
-    let addr = server();
+    let addr = server_with(64, NEVER, NEVER);
     let m = metrics::global();
     let frames = m.counter("http_test_frames_total", "Frames of the simulated frame path");
     let wake = m.histogram("http_test_wake_seconds", "Wake-up of the simulated frame path", &[1e-5, 1e-3, 0.1]);

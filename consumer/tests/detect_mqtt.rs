@@ -144,3 +144,53 @@ fn events_reach_the_broker_and_survive_a_broker_restart() {
     assert_eq!(summary["mqtt_dropped"], 0, "{summary}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A broker that accepts the TCP connection but never answers (stopped with
+/// SIGSTOP): the detector still processes every frame, keeps at most
+/// `--mqtt-queue` events for it, counts the others as dropped, and stops on
+/// SIGTERM.
+#[test]
+fn a_stopped_broker_never_blocks_detection() {
+    let name = unique("mqttstop");
+    let _seg = Segment(name.clone());
+    let dir = std::env::temp_dir().join(format!("shmcast-mqtt-stop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let b = broker(port, &dir.join("broker.log"));
+    b.signal(19); // SIGSTOP: the kernel still completes TCP handshakes; nothing answers CONNECT.
+
+    let events_file = dir.join("events.jsonl");
+    let log_file = dir.join("detect.log");
+    let mut c = Command::new(DETECT);
+    c.args(["--name", &name, "--mask", "0,0,640,64", "--mqtt-queue", "2", "--events"])
+        .arg(&events_file)
+        .args(["--mqtt", &format!("mqtt://127.0.0.1:{port}"), "--topic", "shmcast/stopped"])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(File::create(&log_file).unwrap()));
+    let mut det = Proc::spawn("shmcast-detect", &mut c);
+    let log = || std::fs::read_to_string(&log_file).unwrap_or_default();
+
+    let args = ["--format", "gray8", "--fps", "0", "--noise", "3", "--events", "20", "--frames", "700"];
+    let mut p = testsrc(&name, 640, 480, &args);
+    p.args(["--slots", "1024", "--seed", "21"]);
+    let out = Proc::spawn("shmcast-producer", &mut p).output(WAIT);
+    assert!(out.status.success(), "producer failed:\n{}", show(&out));
+    assert!(wait_until(WAIT, || log().contains("producer gone")), "detector did not finish:\n{}", log());
+    // Its connection attempt timed out (CONNECT never answered) and it retries.
+    assert!(wait_until(WAIT, || log().contains("MQTT broker unavailable")), "{}", log());
+
+    det.signal(15);
+    let status = det.wait_timeout(WAIT);
+    assert!(status.is_some_and(|s| s.success()), "detector: {status:?}\n{}", log());
+    let summary = json_lines(&std::fs::read_to_string(&events_file).unwrap()).pop().unwrap();
+    assert_eq!(summary["type"], "summary", "{summary}");
+    assert_eq!((summary["frames"].as_u64(), summary["lost"].as_u64()), (Some(700), Some(0)), "{summary}");
+    let events = summary["events"].as_u64().unwrap();
+    let dropped = summary["mqtt_dropped"].as_u64().unwrap();
+    assert!(events > 2, "too few events to fill the queue: {summary}");
+    assert!(dropped >= events - 2 && dropped <= events, "{summary}");
+    b.signal(18); // SIGCONT, so that the guard's SIGKILL ends it at once
+    let _ = std::fs::remove_dir_all(&dir);
+}

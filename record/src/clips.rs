@@ -173,7 +173,7 @@ pub fn event_worker(cfg: Config, rx: Receiver<EventIn>, rotate: Arc<AtomicBool>,
                 if pending.len() >= PENDING_MAX {
                     pending.pop_front();
                     // Relaxed: statistics.
-                    m.events_dropped.fetch_add(1, Ordering::Relaxed);
+                    m.events_dropped.inc();
                 }
                 pending.push_back(Pending {
                     event: e,
@@ -253,7 +253,7 @@ fn cut_event(cat: &Catalog, cfg: &Config, p: &Pending, n: u64, m: &Metrics) {
                 return;
             }
             // Relaxed: statistics.
-            m.clips.fetch_add(1, Ordering::Relaxed);
+            m.clips.inc();
             info!(
                 clip = %rel, kind = %e.kind, frames = c.frames, first_frame = ?c.first_frame, last_frame = ?c.last_frame,
                 ms = started.elapsed().as_millis() as u64, "event clip cut"

@@ -79,14 +79,14 @@ fn deliver(line: &str, source: &'static str, tx: &SyncSender<EventIn>, m: &Metri
     // Relaxed: statistics.
     match parse_event(line, source) {
         Some(e) => {
-            m.events.fetch_add(1, Ordering::Relaxed);
+            m.events.inc();
             if tx.try_send(e).is_err() {
-                m.events_dropped.fetch_add(1, Ordering::Relaxed);
+                m.events_dropped.inc();
             }
         }
         None => {
             if !line.contains("\"summary\"") {
-                m.events_dropped.fetch_add(1, Ordering::Relaxed);
+                m.events_dropped.inc();
             }
         }
     }
@@ -170,7 +170,7 @@ pub fn follow_file(
                     partial.push(b);
                     if partial.len() > MAX_LINE {
                         warn!(file = %path.display(), "event line longer than {MAX_LINE} bytes skipped");
-                        m.events_dropped.fetch_add(1, Ordering::Relaxed);
+                        m.events_dropped.inc();
                         partial.clear();
                         skipping = true;
                     }

@@ -20,15 +20,16 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use gstreamer as gst;
-use shm_proto::{Event, Follower, ReaderOptions, ReaderStats, VideoFormat};
-use shmcast_common::metrics;
+use shm_proto::{Event, Follower, ReaderOptions, VideoFormat};
+use shmcast_common::ReaderMetrics;
+use shmcast_common::metrics::{self, Counter, IntGauge};
 use tracing::{debug, info, warn};
 
 use crate::catalog::{Catalog, FrameRow, NewSegment};
@@ -48,39 +49,33 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Space to free when the disk is full, at least.
 const MIN_FREE_AFTER_FULL: u64 = 4 << 20;
 
-/// The recorder's metrics.
+/// The recorder's own metrics (its reader's are [`ReaderMetrics`]).
 #[derive(Clone)]
 pub struct Metrics {
-    /// Frames read from the ring.
-    pub frames: Arc<AtomicU64>,
-    /// Frames the producer overwrote before they were read.
-    pub lost: Arc<AtomicU64>,
-    /// Frames overwritten while being copied.
-    pub overruns: Arc<AtomicU64>,
     /// Frames read but not written (no free buffer, full queue, no segment).
-    pub dropped: Arc<AtomicU64>,
+    pub dropped: Counter,
     /// Frames written but missing from the catalog (its queue was full).
-    pub unlisted: Arc<AtomicU64>,
+    pub unlisted: Counter,
     /// Frames catalogued.
-    pub recorded: Arc<AtomicU64>,
+    pub recorded: Counter,
     /// Bytes written to segment files.
-    pub bytes: Arc<AtomicU64>,
+    pub bytes: Counter,
     /// Segments opened.
-    pub segments: Arc<AtomicU64>,
+    pub segments: Counter,
     /// Segments in the catalog now.
-    pub segments_now: Arc<AtomicU64>,
+    pub segments_now: IntGauge,
     /// Event clips cut.
-    pub clips: Arc<AtomicU64>,
+    pub clips: Counter,
     /// Events received.
-    pub events: Arc<AtomicU64>,
+    pub events: Counter,
     /// Events dropped (queue full, unparsable).
-    pub events_dropped: Arc<AtomicU64>,
+    pub events_dropped: Counter,
     /// Free bytes on the recording's file system.
-    pub disk_free: Arc<AtomicU64>,
+    pub disk_free: IntGauge,
     /// Times the disk was full.
-    pub disk_full: Arc<AtomicU64>,
+    pub disk_full: Counter,
     /// Segments deleted by retention or to free space.
-    pub deleted: Arc<AtomicU64>,
+    pub deleted: Counter,
 }
 
 impl Metrics {
@@ -88,9 +83,6 @@ impl Metrics {
     pub fn register() -> Metrics {
         let r = metrics::global();
         Metrics {
-            frames: r.counter("shmcast_frames_total", "Frames read from the ring."),
-            lost: r.counter("shmcast_lost_frames_total", "Frames overwritten before the recorder read them."),
-            overruns: r.counter("shmcast_overruns_total", "Frames overwritten while being copied (dropped)."),
             dropped: r.counter(
                 "shmcast_record_dropped_frames_total",
                 "Frames read but not written: no free buffer, encoder queue full, no segment open.",
@@ -152,7 +144,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     cat.set_meta("stream", &cfg.name)?;
     repair(&mut cat)?;
     let m = Metrics::register();
-    m.segments_now.store(cat.segments()?.len() as u64, Ordering::Relaxed);
+    m.segments_now.set(cat.segments()?.len() as u64);
 
     let (tx, rx) = sync_channel::<Msg>(CATALOG_QUEUE);
     let (wtx, wrx) = sync_channel::<Written>(CATALOG_QUEUE);
@@ -205,7 +197,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         m: m.clone(),
         tx: tx.clone(),
         wtx,
-        unlisted: Arc::clone(&m.unlisted),
+        unlisted: m.unlisted.clone(),
         cur: None,
         format: None,
         epoch: 0,
@@ -213,7 +205,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         closers: Vec::new(),
         retry_at: None,
         full_logged: false,
-        prev: ReaderStats::default(),
+        reader_metrics: ReaderMetrics::new(),
         rotate,
     };
     let result = r.follow(&stop);
@@ -279,7 +271,7 @@ struct Recorder<'a> {
     m: Metrics,
     tx: SyncSender<Msg>,
     wtx: SyncSender<Written>,
-    unlisted: Arc<AtomicU64>,
+    unlisted: Counter,
     cur: Option<SegmentWriter>,
     format: Option<VideoFormat>,
     epoch: u64,
@@ -287,7 +279,8 @@ struct Recorder<'a> {
     closers: Vec<JoinHandle<()>>,
     retry_at: Option<Instant>,
     full_logged: bool,
-    prev: ReaderStats,
+    /// The follower's counts, added to the process-wide reader metrics.
+    reader_metrics: ReaderMetrics,
     rotate: Arc<AtomicBool>,
 }
 
@@ -339,17 +332,17 @@ impl Recorder<'_> {
             }
             self.account(&follower);
             if stats_at.elapsed() >= Duration::from_secs(10) {
-                // Relaxed: statistics.
-                let frames = self.m.frames.load(Ordering::Relaxed);
+                let reader = self.reader_metrics.totals();
+                let frames = reader.frames;
                 info!(
                     stream = %self.cfg.name,
                     fps = format_args!("{:.1}", (frames - stats_frames) as f64 / stats_at.elapsed().as_secs_f64()),
-                    frames, lost = self.m.lost.load(Ordering::Relaxed),
-                    overruns = self.m.overruns.load(Ordering::Relaxed),
-                    dropped = self.m.dropped.load(Ordering::Relaxed),
-                    bytes = self.m.bytes.load(Ordering::Relaxed),
-                    segments = self.m.segments.load(Ordering::Relaxed),
-                    clips = self.m.clips.load(Ordering::Relaxed),
+                    frames, lost = reader.lost,
+                    overruns = reader.overruns,
+                    dropped = self.m.dropped.get(),
+                    bytes = self.m.bytes.get(),
+                    segments = self.m.segments.get(),
+                    clips = self.m.clips.get(),
                     "recording stats"
                 );
                 stats_at = Instant::now();
@@ -360,20 +353,15 @@ impl Recorder<'_> {
     }
 
     fn account(&mut self, follower: &Follower) {
-        let s = follower.stats();
-        // Relaxed: statistics.
-        self.m.lost.fetch_add(s.lost.saturating_sub(self.prev.lost), Ordering::Relaxed);
-        self.m.overruns.fetch_add(s.overruns.saturating_sub(self.prev.overruns), Ordering::Relaxed);
-        self.prev = s;
+        self.reader_metrics.record(follower);
     }
 
     fn on_frame(&mut self, f: shm_proto::Frame<'_>) {
-        // Relaxed: statistics.
-        self.m.frames.fetch_add(1, Ordering::Relaxed);
         let meta = *f.meta();
+        self.reader_metrics.observe_wake(meta.publish_ns);
         let Some(format) = self.format else { return };
         if meta.len > format.frame_size {
-            self.m.dropped.fetch_add(1, Ordering::Relaxed);
+            self.m.dropped.inc();
             return;
         }
         let due = self.cur.as_ref().is_some_and(|c| {
@@ -384,11 +372,11 @@ impl Recorder<'_> {
             self.close_current();
         }
         if self.cur.is_none() && !self.open_segment(&format, meta.capture_ns) {
-            self.m.dropped.fetch_add(1, Ordering::Relaxed);
+            self.m.dropped.inc();
             return;
         }
         let Some(mut buf) = self.buffers.acquire() else {
-            self.m.dropped.fetch_add(1, Ordering::Relaxed);
+            self.m.dropped.inc();
             return;
         };
         let copied = {
@@ -447,19 +435,12 @@ impl Recorder<'_> {
                 return false;
             }
         };
-        match SegmentWriter::start(
-            id,
-            path,
-            format,
-            &self.settings,
-            start_ns,
-            self.wtx.clone(),
-            Arc::clone(&self.unlisted),
-        ) {
+        match SegmentWriter::start(id, path, format, &self.settings, start_ns, self.wtx.clone(), self.unlisted.clone())
+        {
             Ok(w) => {
                 debug!(segment = %rel, "segment opened");
                 // Relaxed: statistics.
-                self.m.segments.fetch_add(1, Ordering::Relaxed);
+                self.m.segments.inc();
                 self.cur = Some(w);
                 true
             }
@@ -494,7 +475,7 @@ impl Recorder<'_> {
         let (id, pushed) = (w.id, w.pushed);
         if f.no_space {
             // Relaxed: statistics.
-            self.m.disk_full.fetch_add(1, Ordering::Relaxed);
+            self.m.disk_full.inc();
             if !self.full_logged {
                 warn!(
                     dir = %self.cfg.dir.display(),
@@ -657,7 +638,7 @@ impl CatalogState {
     fn count_bytes(&mut self, id: i64, bytes: u64) {
         let prev = self.sizes.insert(id, bytes).unwrap_or(0);
         // Relaxed: statistics.
-        self.m.bytes.fetch_add(bytes.saturating_sub(prev), Ordering::Relaxed);
+        self.m.bytes.inc_by(bytes.saturating_sub(prev));
     }
 
     /// Commits the batched frames, one transaction per segment. The file's
@@ -679,11 +660,11 @@ impl CatalogState {
             match r {
                 // Relaxed: statistics.
                 Ok(()) => {
-                    self.m.recorded.fetch_add(frames.len() as u64, Ordering::Relaxed);
+                    self.m.recorded.inc_by(frames.len() as u64);
                 }
                 Err(e) => {
                     warn!("catalog: cannot add {} frames to segment {id}: {e:#}", frames.len());
-                    self.m.unlisted.fetch_add(frames.len() as u64, Ordering::Relaxed);
+                    self.m.unlisted.inc_by(frames.len() as u64);
                 }
             }
         }
@@ -693,7 +674,7 @@ impl CatalogState {
         let listed = self.listed.remove(&id).unwrap_or(0);
         // Relaxed: statistics. Frames pushed that never reached the muxer
         // (the appsrc queue dropped them) are drops.
-        self.m.dropped.fetch_add(pushed.saturating_sub(listed), Ordering::Relaxed);
+        self.m.dropped.inc_by(pushed.saturating_sub(listed));
         self.sizes.remove(&id);
         self.paths.remove(&id);
     }
@@ -731,7 +712,7 @@ impl CatalogState {
         if ok {
             let _ = std::fs::remove_file(&abs);
             // Relaxed: statistics.
-            self.m.deleted.fetch_add(1, Ordering::Relaxed);
+            self.m.deleted.inc();
         }
         ok
     }
@@ -758,10 +739,10 @@ impl CatalogState {
 
     fn update_gauges(&self) {
         if let Some(f) = disk_free(&self.cfg.dir) {
-            self.m.disk_free.store(f, Ordering::Relaxed);
+            self.m.disk_free.set(f);
         }
         if let Ok(s) = self.cat.segments() {
-            self.m.segments_now.store(s.len() as u64, Ordering::Relaxed);
+            self.m.segments_now.set(s.len() as u64);
         }
     }
 

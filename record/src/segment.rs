@@ -22,7 +22,6 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +31,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use shm_proto::{PixelFormat, VideoFormat};
+use shmcast_common::metrics::Counter;
 
 use crate::catalog::FrameRow;
 use crate::encoder::{self, Encoder};
@@ -140,7 +140,7 @@ impl SegmentWriter {
         settings: &EncodeSettings,
         start_ns: u64,
         written: SyncSender<Written>,
-        unlisted: Arc<AtomicU64>,
+        unlisted: Counter,
     ) -> anyhow::Result<SegmentWriter> {
         let desc = launch(format, settings, &path)?;
         let pipeline = gst::parse::launch(&desc)
@@ -179,8 +179,7 @@ impl SegmentWriter {
                 if let Some((frame_id, capture_ns)) = found {
                     let w = Written { segment: id, frame: FrameRow { frame_id, capture_ns, pts_ns: pts, key } };
                     if written.try_send(w).is_err() {
-                        // Relaxed: a statistic.
-                        unlisted.fetch_add(1, Ordering::Relaxed);
+                        unlisted.inc();
                     }
                 }
             }

@@ -99,6 +99,8 @@ pub struct Publisher {
     stats: Arc<MqttStats>,
     /// Set by `close`: stop retrying a broker that is not there.
     closing: Arc<AtomicBool>,
+    /// Whether the broker has accepted the current connection.
+    connected: Arc<AtomicBool>,
     /// Stops the thread wherever it is.
     abort: Arc<Notify>,
     thread: Option<JoinHandle<()>>,
@@ -127,19 +129,21 @@ impl Publisher {
             .build()
             .context("cannot start the MQTT runtime")?;
         let closing = Arc::new(AtomicBool::new(false));
+        let connected = Arc::new(AtomicBool::new(false));
         let abort = Arc::new(Notify::new());
         let worker = Worker {
             cfg: cfg.clone(),
             queue,
             stats: Arc::clone(&stats),
             closing: Arc::clone(&closing),
+            connected: Arc::clone(&connected),
             abort: Arc::clone(&abort),
         };
         let thread = std::thread::Builder::new()
             .name("mqtt".into())
             .spawn(move || rt.block_on(worker.run(&mut eventloop)))
             .context("cannot start the MQTT thread")?;
-        Ok(Publisher { client, topic: cfg.topic, stats, closing, abort, thread: Some(thread) })
+        Ok(Publisher { client, topic: cfg.topic, stats, closing, connected, abort, thread: Some(thread) })
     }
 
     /// Queues `payload`; never blocks. False (and counted) when the queue is
@@ -159,8 +163,8 @@ impl Publisher {
         &self.stats
     }
 
-    /// Sends what is queued if the broker is there, waiting at most `timeout`,
-    /// then stops the thread.
+    /// Sends what is queued if the broker is connected, waiting at most
+    /// `timeout`, then stops the thread (at once when no broker is connected).
     pub fn close(mut self, timeout: Duration) {
         self.shutdown(timeout);
     }
@@ -171,6 +175,8 @@ impl Publisher {
         // travels through the queue, after every message queued before it.
         self.closing.store(true, Ordering::Relaxed);
         let _ = self.client.try_disconnect();
+        // Relaxed: a standalone flag; at worst the wait below is cut short or used.
+        let timeout = if self.connected.load(Ordering::Relaxed) { timeout } else { Duration::ZERO };
         let deadline = Instant::now() + timeout;
         while !t.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
@@ -192,6 +198,7 @@ struct Worker {
     queue: usize,
     stats: Arc<MqttStats>,
     closing: Arc<AtomicBool>,
+    connected: Arc<AtomicBool>,
     abort: Arc<Notify>,
 }
 
@@ -211,6 +218,8 @@ impl Worker {
             match event {
                 Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                     connected = true;
+                    // Relaxed: a standalone flag read by `close`.
+                    self.connected.store(true, Ordering::Relaxed);
                     backoff = Duration::from_millis(100);
                     last_error = None;
                     // A clean session starts with nothing pending: resend what was kept.
@@ -231,6 +240,8 @@ impl Worker {
                     if connected {
                         tracing::warn!(broker = %self.cfg.addr, "MQTT connection lost ({msg}); reconnecting");
                         connected = false;
+                        // Relaxed: a standalone flag read by `close`.
+                        self.connected.store(false, Ordering::Relaxed);
                     } else if last_error.as_deref() != Some(msg.as_str()) {
                         tracing::warn!(broker = %self.cfg.addr, "MQTT broker unavailable, retrying: {msg}");
                     }
