@@ -44,9 +44,13 @@ def main():
     tag = str(os.getpid())
     names = [f"browser-a-{tag}", f"browser-b-{tag}"]
 
+    # A private segment directory: the page shows this test's streams only.
+    env = dict(os.environ, SHMCAST_SHM_DIR=os.path.join(tmp, "shm"))
+    os.mkdir(env["SHMCAST_SHM_DIR"])
+
     def spawn(label, args):
         log = open(os.path.join(tmp, label + ".log"), "w")
-        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         procs.append(p)
         return p
 
@@ -128,10 +132,6 @@ def main():
                 p.wait(5)
             except subprocess.TimeoutExpired:
                 p.kill()
-        for n in names:
-            for path in (f"/dev/shm/shmcast.{n}", f"/dev/shm/shmcast.{n}.lock"):
-                if os.path.exists(path):
-                    os.unlink(path)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
