@@ -12,11 +12,12 @@ use shmcast_e2e::{
 };
 
 fn demo_command(name: &str, port: u16, extra: &[&str]) -> Command {
-    for b in ["shmcast-producer", "shmcast-detect", "shmcast-rtsp"] {
+    for b in ["shmcast-producer", "shmcast-detect", "shmcast-rtsp", "shmcast-web"] {
         bin(b);
     }
     let mut cmd = Command::new(script("demo.sh"));
     cmd.args(["--no-setup", "--no-build", "--name", name, "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--web", &format!("127.0.0.1:{}", free_port())])
         .arg("--bin-dir")
         .arg(bin_dir())
         .args(extra);
@@ -71,6 +72,7 @@ fn demo_runs_for_a_duration_with_its_check_and_stops_cleanly() {
         format!("ffplay -rtsp_transport tcp {url}"),
         "check ok: codec_name=h264 width=1280 height=720".into(),
         "detector summary: frames".into(),
+        "web page:     http://127.0.0.1:".into(),
     ] {
         assert!(out.contains(&want), "demo output lacks `{want}`:\n{out}");
     }
