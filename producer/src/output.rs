@@ -196,20 +196,10 @@ impl Output {
     }
 }
 
-/// Fails early, before a source is started, when a live producer owns `name`
-/// (creating the stream would fail the same way later, after e.g. a camera
-/// was already opened).
+/// Fails early, before a source is started, when a running producer owns
+/// `name` (creating the stream would fail the same way later, after e.g. a
+/// camera was already opened).
 pub fn check_name_free(name: &str, opts: &CreateOptions) -> anyhow::Result<()> {
-    let ropts = shm_proto::ReaderOptions { dir: opts.dir.clone(), ..Default::default() };
-    if let Ok(r) = shm_proto::Reader::open(name, &ropts) {
-        let (status, age) = r.status();
-        if status.is_alive() && shm_proto::os::pid_alive(r.identity().pid) {
-            anyhow::bail!(
-                "stream {name} is in use by a live producer (pid {}, heartbeat {} ms ago)",
-                r.identity().pid,
-                age.as_millis()
-            );
-        }
-    }
+    shm_proto::segment::check_free(&shm_proto::StreamName::new(name)?, opts)?;
     Ok(())
 }

@@ -603,7 +603,7 @@ fn a_name_in_use_is_refused_and_the_owner_keeps_running() {
         let out = run(&["--name", &n, "--source", source, "--frames", "3"]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
-        assert!(err.contains("in use by a live producer"), "{err}");
+        assert!(err.contains("owned by another running producer (pid"), "{err}");
     }
     let epoch = r.epoch();
     let head = r.head();

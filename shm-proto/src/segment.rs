@@ -404,6 +404,27 @@ pub fn clean_stale(name: &StreamName) -> io::Result<Option<Vec<Cleaned>>> {
     Ok(Some(out))
 }
 
+/// Fails with [`CreateError::InUse`] (naming the holder) when a running
+/// producer owns `name`, without creating anything: a producer calls it
+/// before opening a camera or pipeline, so a name in use fails at once.
+/// Creating can still fail later if another producer takes the name first.
+///
+/// # Errors
+/// The name in use, or its lock file cannot be opened.
+pub fn check_free(name: &StreamName, opts: &CreateOptions) -> Result<(), CreateError> {
+    let dir = opts.dir.clone().filter(|_| !opts.hugepages).unwrap_or_else(default_dir);
+    let io_err = |error| CreateError::Io { name: name.to_string(), op: "lock the name", error };
+    match Owner::acquire(name, &dir).map_err(io_err)? {
+        Some(_) => Ok(()),
+        None => {
+            let mut dirs = vec![dir];
+            dirs.extend(search_dirs());
+            let (pid, holder) = holder(name, &dirs);
+            Err(CreateError::InUse { name: name.to_string(), pid, holder })
+        }
+    }
+}
+
 /// Describes the holder of a name for an error message.
 fn holder(name: &StreamName, dirs: &[PathBuf]) -> (u32, String) {
     for d in dirs {
