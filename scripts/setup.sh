@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what shmcast needs to build, run and test on Debian 12: GStreamer
-# (dev headers and plugins), the RTSP server library, ffmpeg (ffprobe), numactl,
+# (dev headers and plugins), the RTSP server library and its Python bindings
+# (the RTSP RECORD receiver of the GStreamer recipe tests), ffmpeg (ffprobe), numactl,
 # mosquitto. Idempotent: installs only what is missing. Needs root for apt.
 set -euo pipefail
 
@@ -10,7 +11,7 @@ PKGS=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
   gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-rtsp
   ffmpeg numactl util-linux procps python3 mosquitto mosquitto-clients curl
-  python3-prometheus-client shellcheck
+  python3-prometheus-client shellcheck python3-gi gir1.2-gst-rtsp-server-1.0
 )
 
 missing=()

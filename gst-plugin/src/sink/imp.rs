@@ -62,6 +62,8 @@ struct State {
     frames: u64,
     dropped: u64,
     segments: u64,
+    /// Caps whose ring could not be created (the error was posted once).
+    failed: Option<gst::Caps>,
 }
 
 #[derive(Default)]
@@ -217,7 +219,7 @@ impl ElementImpl for ShmcastSink {
 impl ShmcastSink {
     fn create_options(&self, s: &Settings) -> Result<CreateOptions, gst::ErrorMessage> {
         let mode = parse_mode(&s.mode).ok_or_else(|| {
-            gst::error_msg!(gst::ResourceError::Settings, ["mode {:?} is not an octal file mode (e.g. 0640)", s.mode])
+            gst::error_msg!(gst::ResourceError::Settings, ("mode {:?} is not an octal file mode (e.g. 0640)", s.mode))
         })?;
         Ok(CreateOptions {
             slots: s.slots,
@@ -234,10 +236,10 @@ impl ShmcastSink {
         if name.is_empty() {
             return Err(gst::error_msg!(
                 gst::ResourceError::Settings,
-                ["no stream name: set the stream property (e.g. shmcastsink stream=cam0)"]
+                ("no stream name: set the stream property (e.g. shmcastsink stream=cam0)")
             ));
         }
-        StreamName::new(&name).map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]))?;
+        StreamName::new(&name).map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ("{}", e)))?;
         Ok(name)
     }
 
@@ -256,7 +258,7 @@ impl ShmcastSink {
                 CreateError::Mlock { .. } | CreateError::HugePages { .. } => gst::ResourceError::NoSpaceLeft,
                 _ => gst::ResourceError::OpenWrite,
             };
-            gst::error_msg!(kind, ["{}", e])
+            gst::error_msg!(kind, ("{}", e))
         })?;
         if let Some(pid) = writer.replaced() {
             gst::info!(CAT, imp = self, "replaced the stale segment of pid {pid}");
@@ -314,9 +316,20 @@ fn copy_plane(slot: &mut [u8], plane: &shm_proto::Plane, src: &[u8], src_stride:
 
 impl BaseSinkImpl for ShmcastSink {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        self.stream_name()?;
+        let name = self.stream_name()?;
         let settings = lock(&self.settings).clone();
         self.create_options(&settings)?;
+        // A name a live producer owns fails the state change now, with the
+        // producer's message, rather than at the first caps (which GStreamer
+        // reports as a failed negotiation as well).
+        if let Ok(r) = shm_proto::Reader::open(&name, &shm_proto::ReaderOptions::default()) {
+            let (status, age) = r.status();
+            let pid = r.identity().pid;
+            if status.is_alive() && shm_proto::os::pid_alive(pid) {
+                let e = CreateError::InUse { name, pid, age_ms: age.as_millis() as u64 };
+                return Err(gst::error_msg!(gst::ResourceError::Busy, ("{}", e)));
+            }
+        }
         *lock(&self.state) = State::default();
         Ok(())
     }
@@ -334,17 +347,21 @@ impl BaseSinkImpl for ShmcastSink {
         let (format, info) = match caps::format_of(caps) {
             Ok(v) => v,
             Err(reason) => {
-                gst::element_imp_error!(self, gst::StreamError::Format, ["cannot publish {}: {}", caps, reason]);
+                gst::element_imp_error!(self, gst::StreamError::Format, ("cannot publish {}: {}", caps, reason));
                 return Err(gst::loggable_error!(CAT, "unsupported caps {caps}"));
             }
         };
         let mut st = lock(&self.state);
+        if st.failed.as_ref() == Some(caps) {
+            return Err(gst::loggable_error!(CAT, "the ring for {caps} could not be created"));
+        }
         if st.writer.as_ref().is_some_and(|w| *w.format() == format) {
             st.info = info;
             return Ok(());
         }
         gst::debug!(CAT, imp = self, "caps {caps} -> ring format {format}");
         if let Err(msg) = self.open_ring(&mut st, format) {
+            st.failed = Some(caps.clone());
             drop(st);
             self.post_error_message(msg);
             return Err(gst::loggable_error!(CAT, "cannot create the ring"));
@@ -370,7 +387,7 @@ impl BaseSinkImpl for ShmcastSink {
         let st = &mut *st;
         let Some(writer) = st.writer.as_mut() else {
             // Closed at EOS and no new caps since: nothing to publish into.
-            gst::element_imp_error!(self, gst::CoreError::Negotiation, ["buffer without caps (or after EOS)"]);
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("buffer without caps (or after EOS)"));
             return Err(gst::FlowError::NotNegotiated);
         };
         let format = *writer.format();
@@ -380,7 +397,7 @@ impl BaseSinkImpl for ShmcastSink {
             Some(info) => {
                 let frame =
                     gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info).map_err(|_| {
-                        gst::element_imp_error!(self, gst::StreamError::Format, ["cannot map a video buffer"]);
+                        gst::element_imp_error!(self, gst::StreamError::Format, ("cannot map a video buffer"));
                         gst::FlowError::Error
                     })?;
                 writer.publish(|slot| {
@@ -397,7 +414,7 @@ impl BaseSinkImpl for ShmcastSink {
             }
             None => {
                 let map = buffer.map_readable().map_err(|_| {
-                    gst::element_imp_error!(self, gst::StreamError::Format, ["cannot map a buffer"]);
+                    gst::element_imp_error!(self, gst::StreamError::Format, ("cannot map a buffer"));
                     gst::FlowError::Error
                 })?;
                 if map.len() as u64 > format.frame_size {

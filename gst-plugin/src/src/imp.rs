@@ -281,7 +281,7 @@ impl ShmcastSrc {
         let ev = match st.follower.poll(POLL) {
             Ok(ev) => ev,
             Err(e) => {
-                gst::element_imp_error!(self, gst::ResourceError::OpenRead, ["{}", e]);
+                gst::element_imp_error!(self, gst::ResourceError::OpenRead, ("{}", e));
                 return Err(gst::FlowError::Error);
             }
         };
@@ -300,7 +300,7 @@ impl ShmcastSrc {
                     gst::element_imp_error!(
                         self,
                         gst::ResourceError::NotFound,
-                        ["{} (waited {} s, attach-timeout)", why, settings.attach_timeout]
+                        ("{} (waited {} s, attach-timeout)", why, settings.attach_timeout)
                     );
                     return Err(gst::FlowError::Error);
                 }
@@ -340,7 +340,7 @@ impl ShmcastSrc {
             Event::Frame(frame) => {
                 let format = st.format.expect("frames come after an attach");
                 let pool = self.obj().buffer_pool().ok_or_else(|| {
-                    gst::element_imp_error!(self, gst::CoreError::Negotiation, ["no buffer pool after negotiation"]);
+                    gst::element_imp_error!(self, gst::CoreError::Negotiation, ("no buffer pool after negotiation"));
                     gst::FlowError::NotNegotiated
                 })?;
                 let mut buffer = pool.acquire_buffer(None)?;
@@ -398,16 +398,16 @@ impl BaseSrcImpl for ShmcastSrc {
         if name.is_empty() {
             return Err(gst::error_msg!(
                 gst::ResourceError::Settings,
-                ["no stream name: set the stream property (e.g. shmcastsrc stream=cam0)"]
+                ("no stream name: set the stream property (e.g. shmcastsrc stream=cam0)")
             ));
         }
-        StreamName::new(&name).map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]))?;
+        StreamName::new(&name).map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ("{}", e)))?;
         let start = match settings.start {
             StartAt::Next => Start::Next,
             StartAt::Oldest => Start::Oldest,
         };
         let follower = Follower::new(&name, ReaderOptions { start, ..ReaderOptions::default() })
-            .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]))?;
+            .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ("{}", e)))?;
         // A segment that exists but can never be read is an error now, not a
         // silent wait.
         match Reader::open(&name, &ReaderOptions::default()) {
@@ -416,9 +416,9 @@ impl BaseSrcImpl for ShmcastSrc {
                 gst::info!(CAT, imp = self, "waiting for a producer of {name}");
             }
             Err(e @ (OpenError::Invalid { .. } | OpenError::PermissionDenied { .. } | OpenError::Io { .. })) => {
-                return Err(gst::error_msg!(gst::ResourceError::OpenRead, ["{}", e]));
+                return Err(gst::error_msg!(gst::ResourceError::OpenRead, ("{}", e)));
             }
-            Err(e) => return Err(gst::error_msg!(gst::ResourceError::OpenRead, ["{}", e])),
+            Err(e) => return Err(gst::error_msg!(gst::ResourceError::OpenRead, ("{}", e))),
         }
         *lock(&self.caps) = None;
         *lock(&self.counters) = Counters::default();
@@ -538,7 +538,7 @@ impl PushSrcImpl for ShmcastSrc {
                         gst::element_imp_error!(
                             self,
                             gst::CoreError::Negotiation,
-                            ["downstream does not accept the ring's format {}", new_caps]
+                            ("downstream does not accept the ring's format {}", new_caps)
                         );
                         return Err(gst::FlowError::NotNegotiated);
                     }
