@@ -146,8 +146,7 @@ fn ring(sizes: &[(u32, u32)], pixels: &[PixelFormat], timed: usize) {
                 let f = reader.try_next().expect("a frame");
                 let id = f.meta().frame_id;
                 let t = Instant::now();
-                det.load(f.data());
-                if f.validate() {
+                if f.read(|data| det.load(data)).is_some() {
                     det.process(id, 0, &mut events);
                 }
                 if i >= 12 {

@@ -185,6 +185,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         hugepages: args.hugepages,
         mlock: args.mlock,
         dir: None,
+        overlay: None,
     };
     let stop = shmcast_common::shutdown_flag()?;
     match source {

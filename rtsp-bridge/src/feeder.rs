@@ -361,14 +361,14 @@ impl Feeder {
         };
         let copied = {
             let Some(b) = buf.get_mut() else { return };
-            match &self.info {
-                Some(info) => copy_planes(f.data(), &self.format, info, b),
-                None => copy_jpeg(f.data(), b),
-            }
+            // Validated after the copy: a slot overwritten meanwhile may have
+            // torn it. The reader counts the overrun; the buffer goes back to the pool.
+            f.read(|data| match &self.info {
+                Some(info) => copy_planes(data, &self.format, info, b),
+                None => copy_jpeg(data, b),
+            })
         };
-        // Validate after the copy: a slot overwritten meanwhile may have torn
-        // the copy. The reader counts the overrun; the buffer goes back to the pool.
-        if !f.validate() || !copied {
+        if copied != Some(true) {
             return;
         }
         let pts = self.pts(Some(meta.capture_ns));

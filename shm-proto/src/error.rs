@@ -138,15 +138,15 @@ pub enum CreateError {
     /// Slot count out of range.
     #[error("slot count {0} is invalid (expected a power of two from 2 to 65536)")]
     Slots(u32),
-    /// A live producer owns the name.
-    #[error("stream {name} is in use by a live producer (pid {pid}, heartbeat {age_ms} ms ago)")]
+    /// Another producer owns the name (it holds the name's lock).
+    #[error("stream {name} is owned by another running producer ({holder}); stop it first or choose another name")]
     InUse {
         /// The stream name.
         name: String,
-        /// Pid of the owner.
+        /// Pid of the owner as its segment records it (0 if it has none yet).
         pid: u32,
-        /// Age of the owner's heartbeat.
-        age_ms: u64,
+        /// Who holds it, in words: pid, state and heartbeat age.
+        holder: String,
     },
     /// Something that is not a shmcast segment holds the name.
     #[error(

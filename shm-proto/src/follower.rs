@@ -7,13 +7,17 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{NameError, OpenError};
-use crate::format::VideoFormat;
+use crate::format::{Rect, VideoFormat};
 use crate::name::StreamName;
 use crate::reader::{Availability, Frame, Reader, ReaderOptions, ReaderStats, Start};
 use crate::segment::ProducerStatus;
 
 /// How often a detached follower looks for a producer.
 const RETRY: Duration = Duration::from_millis(50);
+/// How often an attached follower checks that its object is still the one
+/// under the name (a new producer may have replaced it while the old one, or
+/// something posing as it, keeps publishing).
+const RECHECK: Duration = Duration::from_millis(250);
 
 /// Something that happened to a followed stream.
 pub enum Event<'a> {
@@ -38,6 +42,8 @@ pub struct Attached {
     pub format: VideoFormat,
     /// Slot count.
     pub slots: u64,
+    /// The producer's own overlay region (see [`Reader::overlay`]).
+    pub overlay: Option<Rect>,
     /// How many producers this follower has attached to so far (1 for the first).
     pub attach_count: u64,
 }
@@ -50,6 +56,7 @@ pub struct Follower {
     detached: bool,
     previous: ReaderStats,
     attach_count: u64,
+    checked_at: Instant,
 }
 
 impl Follower {
@@ -62,6 +69,7 @@ impl Follower {
             detached: false,
             previous: ReaderStats::default(),
             attach_count: 0,
+            checked_at: Instant::now(),
         })
     }
 
@@ -95,6 +103,7 @@ impl Follower {
             pid: r.identity().pid,
             format: *r.format(),
             slots: r.slots(),
+            overlay: r.overlay(),
             attach_count: self.attach_count,
         };
         self.reader = Some(r);
@@ -115,7 +124,12 @@ impl Follower {
                 }
                 if let Some(cur) = &self.reader
                     && cur.epoch() == r.epoch()
+                    && cur.is_current()
                 {
+                    if cur.corruption().is_some() {
+                        // Never trust a segment again once it broke the protocol.
+                        return Ok(None);
+                    }
                     // The same producer came back (e.g. it was paused): resume.
                     self.detached = false;
                     return Ok(None);
@@ -145,6 +159,13 @@ impl Follower {
                     return Ok(Event::Idle);
                 }
                 std::thread::sleep(RETRY.min(deadline - now));
+            }
+        }
+        if self.checked_at.elapsed() >= RECHECK {
+            self.checked_at = Instant::now();
+            let moved = self.reader.as_ref().is_some_and(|r| !r.is_current());
+            if moved && let Some(ev) = self.try_attach()? {
+                return Ok(ev);
             }
         }
         let r = self.reader.as_ref().expect("attached");

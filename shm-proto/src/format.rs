@@ -131,6 +131,57 @@ impl FromStr for PixelFormat {
     }
 }
 
+/// A rectangle of pixels, `x, y, w, h`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Rect {
+    /// Left column.
+    pub x: u32,
+    /// Top row.
+    pub y: u32,
+    /// Width in pixels.
+    pub w: u32,
+    /// Height in pixels.
+    pub h: u32,
+}
+
+impl Rect {
+    /// A rectangle.
+    pub const fn new(x: u32, y: u32, w: u32, h: u32) -> Rect {
+        Rect { x, y, w, h }
+    }
+
+    /// True when it covers no pixel.
+    pub const fn is_empty(&self) -> bool {
+        self.w == 0 || self.h == 0
+    }
+
+    /// The part of this rectangle inside a `width` x `height` frame (empty if none).
+    ///
+    /// ```
+    /// use shm_proto::format::Rect;
+    /// assert_eq!(Rect::new(10, 10, 100, 100).clip(50, 40), Rect::new(10, 10, 40, 30));
+    /// assert!(Rect::new(60, 0, 5, 5).clip(50, 40).is_empty());
+    /// ```
+    pub fn clip(&self, width: u32, height: u32) -> Rect {
+        let x0 = self.x.min(width);
+        let y0 = self.y.min(height);
+        let x1 = self.x.saturating_add(self.w).min(width);
+        let y1 = self.y.saturating_add(self.h).min(height);
+        Rect { x: x0, y: y0, w: x1 - x0, h: y1 - y0 }
+    }
+
+    /// Whether pixel `(x, y)` lies inside.
+    pub fn contains(&self, x: u32, y: u32) -> bool {
+        x >= self.x && y >= self.y && x - self.x < self.w && y - self.y < self.h
+    }
+}
+
+impl fmt::Display for Rect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{},{},{},{}", self.x, self.y, self.w, self.h)
+    }
+}
+
 /// One plane of a frame: where it starts in the payload and its row pitch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Plane {

@@ -9,7 +9,7 @@
 use std::mem::offset_of;
 
 use crate::error::HeaderError;
-use crate::format::{MAX_FRAME_SIZE, MAX_PLANES, PixelFormat, Plane, VideoFormat};
+use crate::format::{MAX_FRAME_SIZE, MAX_PLANES, PixelFormat, Plane, Rect, VideoFormat};
 use crate::layout::{
     FLAG_HUGEPAGES, Geometry, HEADER_FIELDS_SIZE, HeaderFields, LAYOUT_VERSION, MAGIC, MAX_SLOTS, MIN_SLOTS, PAGE,
     SlotDesc, TABLE_OFFSET,
@@ -37,6 +37,8 @@ pub struct Decoded {
     pub identity: Identity,
     /// Slot data on huge pages.
     pub hugepages: bool,
+    /// The producer's own overlay (clipped to the frame); `None` when there is none.
+    pub overlay: Option<Rect>,
 }
 
 macro_rules! fields {
@@ -90,6 +92,9 @@ impl HeaderFields {
             h.plane_row_bytes[i] = u32_at(offset_of!(HeaderFields, plane_row_bytes) + 4 * i);
             h.plane_rows[i] = u32_at(offset_of!(HeaderFields, plane_rows) + 4 * i);
         }
+        for i in 0..4 {
+            h.overlay[i] = u32_at(offset_of!(HeaderFields, overlay) + 4 * i);
+        }
         Some(h)
     }
 
@@ -114,13 +119,24 @@ impl HeaderFields {
             let off = offset_of!(HeaderFields, plane_rows) + 4 * i;
             out[off..off + 4].copy_from_slice(&self.plane_rows[i].to_ne_bytes());
         }
+        for i in 0..4 {
+            let off = offset_of!(HeaderFields, overlay) + 4 * i;
+            out[off..off + 4].copy_from_slice(&self.overlay[i].to_ne_bytes());
+        }
         out
     }
 }
 
 /// Builds the header of a new segment. `magic` is left 0: the writer publishes
 /// it last.
-pub fn encode(geometry: &Geometry, format: &VideoFormat, identity: &Identity, hugepages: bool) -> HeaderFields {
+pub fn encode(
+    geometry: &Geometry,
+    format: &VideoFormat,
+    identity: &Identity,
+    hugepages: bool,
+    overlay: Option<Rect>,
+) -> HeaderFields {
+    let overlay = overlay.map(|r| r.clip(format.width, format.height)).unwrap_or_default();
     let mut h = HeaderFields {
         magic: 0,
         version: LAYOUT_VERSION,
@@ -143,6 +159,7 @@ pub fn encode(geometry: &Geometry, format: &VideoFormat, identity: &Identity, hu
         pid: identity.pid,
         epoch: identity.epoch,
         start_unix_ns: identity.start_unix_ns,
+        overlay: [overlay.x, overlay.y, overlay.w, overlay.h],
         ..HeaderFields::default()
     };
     for (i, p) in format.planes().iter().enumerate() {
@@ -267,6 +284,9 @@ pub fn decode(h: &HeaderFields, actual_size: u64) -> Result<Decoded, HeaderError
         format,
         identity: Identity { pid: h.pid, epoch: h.epoch, start_unix_ns: h.start_unix_ns },
         hugepages: h.flags & FLAG_HUGEPAGES != 0,
+        // Hostile values are clipped, never trusted as offsets.
+        overlay: Some(Rect::new(h.overlay[0], h.overlay[1], h.overlay[2], h.overlay[3]).clip(h.width, h.height))
+            .filter(|r| !r.is_empty()),
     })
 }
 
@@ -293,7 +313,8 @@ mod tests {
     fn valid(slots: u64, pixel: PixelFormat) -> (HeaderFields, u64) {
         let f = VideoFormat::new(64, 48, pixel, 30, 1).unwrap();
         let g = Geometry::compute(slots, f.frame_size, PAGE).unwrap();
-        let mut h = encode(&g, &f, &Identity { pid: 1, epoch: 2, start_unix_ns: 3 }, false);
+        let mut h =
+            encode(&g, &f, &Identity { pid: 1, epoch: 2, start_unix_ns: 3 }, false, Some(Rect::new(0, 0, 64, 8)));
         h.magic = MAGIC;
         (h, g.total_size)
     }
@@ -308,6 +329,7 @@ mod tests {
             assert_eq!(d.format.pixel, pixel);
             assert_eq!(d.geometry.slots, 4);
             assert_eq!(d.identity.epoch, 2);
+            assert_eq!(d.overlay, Some(Rect::new(0, 0, 64, 8)));
         }
     }
 

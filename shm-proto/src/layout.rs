@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
 /// `"SHMCAST"` followed by a 0x01 byte, little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMCAST\x01");
 /// Version of this layout; bump on any incompatible change.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Size of the header page and base alignment of everything after it.
 pub const PAGE: u64 = 4096;
 /// Offset of [`Control`] in the header page.
@@ -102,6 +102,9 @@ pub struct HeaderFields {
     pub epoch: u64,
     /// Producer start time, Unix ns.
     pub start_unix_ns: u64,
+    /// The region the producer draws its own overlay into (`x, y, w, h`;
+    /// all zero when there is none): pixel-analysing consumers ignore it.
+    pub overlay: [u32; 4],
 }
 
 /// Bytes of [`HeaderFields`] that `decode` reads.
@@ -111,6 +114,13 @@ pub const HEADER_FIELDS_SIZE: usize = size_of::<HeaderFields>();
 #[repr(C, align(128))]
 #[derive(Debug, Default)]
 pub struct CachePadded<T>(pub T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
 
 /// Producer state and heartbeat, written by the producer, read by everyone.
 #[repr(C)]
@@ -168,7 +178,7 @@ const _: () = {
     assert!(HEADER_FIELDS_SIZE <= CONTROL_OFFSET as usize);
     assert!(offset_of!(HeaderFields, magic) == 0);
     assert!(offset_of!(HeaderFields, version) == 8);
-    assert!(offset_of!(HeaderFields, start_unix_ns) == HEADER_FIELDS_SIZE - 8);
+    assert!(offset_of!(HeaderFields, overlay) == HEADER_FIELDS_SIZE - 16);
     assert!(size_of::<Control>() == 4 * LINE);
     assert!(offset_of!(Control, head) == LINE);
     assert!(offset_of!(Control, tail) == 2 * LINE);

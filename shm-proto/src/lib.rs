@@ -15,8 +15,10 @@
 //! let mut r = Reader::open("doc", &ReaderOptions::default())?;
 //! w.publish(|buf| { buf.fill(7); FrameMeta::new(0, 0, buf.len() as u64) });
 //! if let shm_proto::Next::Frame(f) = r.next(Duration::from_secs(1)) {
-//!     let sum: u64 = f.data().iter().map(|&b| u64::from(b)).sum();
-//!     if f.validate() { println!("{sum}"); }
+//!     // The bytes are lent in place; the sum is kept only if the frame was intact.
+//!     if let Some(sum) = f.read(|bytes| bytes.iter().map(|&b| u64::from(b)).sum::<u64>()) {
+//!         println!("{sum}");
+//!     }
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -26,7 +28,9 @@ pub mod error;
 pub mod format;
 pub mod header;
 pub mod layout;
+pub mod meta;
 pub mod name;
+pub mod ring;
 pub mod seq;
 pub mod stamp;
 pub mod sync;
@@ -49,14 +53,16 @@ pub mod segment;
 pub mod writer;
 
 pub use error::{CreateError, FormatError, HeaderError, NameError, OpenError};
-pub use format::{PixelFormat, Plane, VideoFormat};
+pub use format::{PixelFormat, Plane, Rect, VideoFormat};
+pub use meta::{FLAG_DISCONT, FLAG_KEYFRAME, FrameMeta};
 pub use name::StreamName;
+pub use ring::Lapped;
 
 #[cfg(not(loom))]
 pub use follower::{Attached, Event, Follower};
 #[cfg(not(loom))]
-pub use reader::{Availability, Frame, Next, Reader, ReaderOptions, ReaderStats, SegmentInfo, Start};
+pub use reader::{Availability, Frame, Next, Overrun, Reader, ReaderOptions, ReaderStats, SegmentInfo, Start};
 #[cfg(not(loom))]
 pub use segment::{CreateOptions, ProducerStatus, STALE_AFTER};
 #[cfg(not(loom))]
-pub use writer::{FLAG_DISCONT, FLAG_KEYFRAME, FrameMeta, SlotWriter, Writer};
+pub use writer::{SlotWriter, Writer};

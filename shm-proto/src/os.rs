@@ -140,3 +140,49 @@ pub fn limit_malloc_arenas(n: i32) -> bool {
     // positive count and is safe to set at any time.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, n.max(1)) == 1 }
 }
+
+/// Opens (creating if needed, mode 0644) a lock file read-only. A lock file
+/// another user created in a sticky directory (`/dev/shm`) may refuse
+/// `O_CREAT` under `fs.protected_regular`; then it is opened as it is.
+pub fn open_lock_file(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let c =
+        CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a NUL-terminated path; open returns a new fd or -1.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            0o644 as libc::c_uint,
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: `fd` is a fresh descriptor nothing else owns.
+        return Ok(unsafe { std::fs::File::from_raw_fd(fd) });
+    }
+    let err = io::Error::last_os_error();
+    if err.kind() != io::ErrorKind::PermissionDenied {
+        return Err(err);
+    }
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW).open(path)
+}
+
+/// Takes an exclusive `flock` on `file` without waiting: `Ok(false)` when
+/// another open file description holds it. Released when the file is closed
+/// (also when its process dies, however it dies).
+pub fn try_lock_exclusive(file: &std::fs::File) -> io::Result<bool> {
+    loop {
+        // SAFETY: the fd is open and owned by `file` for the duration of the call.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            Some(libc::EINTR) => continue,
+            _ => return Err(e),
+        }
+    }
+}

@@ -3,10 +3,16 @@
 //! an `O_RDONLY` descriptor and never write it.
 //!
 //! `next` delivers frames in order; when the producer has lapped the reader it
-//! skips to the oldest frame still there and reports exactly how many were
-//! lost. Frames are handed out in place; because the producer may overwrite a
-//! slot while it is being used, a result computed from a frame counts only if
-//! [`Frame::validate`] (after the use) says the frame was intact.
+//! skips to the newest frame (or, with [`Lapped::Oldest`], the oldest still
+//! there) and reports exactly how many were lost. Frames are handed out in
+//! place; because the producer may overwrite a slot while it is being used, a
+//! frame's bytes are only lent to a closure ([`Frame::read`]) whose result is
+//! kept only if the slot is unchanged afterwards, or copied out whole and
+//! validated ([`Frame::copy_to`]). The bytes never outlive the check.
+//!
+//! Everything a reader uses from the segment is bounded first (see
+//! [`crate::ring`]): no content of the object can make a call loop, wait on a
+//! slot forever, or index out of the mapping.
 #![forbid(unsafe_code)]
 
 use std::cell::Cell;
@@ -14,14 +20,17 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::OpenError;
-use crate::format::VideoFormat;
+use crate::format::{Rect, VideoFormat};
 use crate::header::Identity;
 use crate::layout::SlotDesc;
+use crate::meta::FrameMeta;
 use crate::name::StreamName;
 use crate::notify;
+use crate::region::Region;
+use crate::ring::{Avail, Cursor, Lapped, RingView};
 use crate::segment::{self, Mapped, ProducerStatus, STALE_AFTER};
-use crate::seq::{self, SlotState};
-use crate::writer::FrameMeta;
+use crate::seq;
+use crate::sync::{AtomicU32, AtomicU64};
 
 /// Longest single futex sleep: the producer's state and heartbeat are
 /// re-checked at least this often, so a dead producer is noticed in time.
@@ -48,11 +57,19 @@ pub struct ReaderOptions {
     pub stale_after: Duration,
     /// Where to start.
     pub start: Start,
+    /// Where to land when the producer laps this reader.
+    pub lapped: Lapped,
 }
 
 impl Default for ReaderOptions {
     fn default() -> Self {
-        ReaderOptions { dir: None, spin: Duration::ZERO, stale_after: STALE_AFTER, start: Start::Next }
+        ReaderOptions {
+            dir: None,
+            spin: Duration::ZERO,
+            stale_after: STALE_AFTER,
+            start: Start::Next,
+            lapped: Lapped::Newest,
+        }
     }
 }
 
@@ -70,7 +87,11 @@ pub struct ReaderStats {
 impl std::ops::Add for ReaderStats {
     type Output = ReaderStats;
     fn add(self, o: ReaderStats) -> ReaderStats {
-        ReaderStats { frames: self.frames + o.frames, lost: self.lost + o.lost, overruns: self.overruns + o.overruns }
+        ReaderStats {
+            frames: self.frames.saturating_add(o.frames),
+            lost: self.lost.saturating_add(o.lost),
+            overruns: self.overruns.saturating_add(o.overruns),
+        }
     }
 }
 
@@ -80,8 +101,8 @@ pub enum Next<'a> {
     Frame(Frame<'a>),
     /// Nothing within the timeout; the producer is alive.
     Timeout,
-    /// The producer closed or went stale, and every frame it published has been read
-    /// or lost.
+    /// The producer closed, went stale or broke the protocol, and every frame
+    /// it published has been handed out or counted as lost.
     Gone(ProducerStatus),
 }
 
@@ -130,10 +151,33 @@ pub struct Reader {
     name: StreamName,
     mapped: Mapped,
     opts: ReaderOptions,
-    cursor: u64,
-    frames: Cell<u64>,
-    lost: Cell<u64>,
+    cursor: Cursor,
     overruns: Cell<u64>,
+}
+
+impl RingView for Mapped {
+    fn slots(&self) -> u64 {
+        self.decoded.geometry.slots
+    }
+    fn head(&self) -> &AtomicU64 {
+        &self.region.control().head
+    }
+    fn slot_seq(&self, slot: u64) -> &AtomicU64 {
+        &self.desc(slot).seq
+    }
+    fn load_meta(&self, slot: u64) -> FrameMeta {
+        FrameMeta::load(self.desc(slot))
+    }
+    fn state(&self) -> &AtomicU32 {
+        &self.region.control().state.state
+    }
+}
+
+impl Mapped {
+    fn desc(&self, slot: u64) -> &SlotDesc {
+        let g = &self.decoded.geometry;
+        self.region.desc(g.desc_offset(slot & (g.slots - 1)))
+    }
 }
 
 impl Reader {
@@ -142,20 +186,13 @@ impl Reader {
     pub fn open(name: &str, opts: &ReaderOptions) -> Result<Reader, OpenError> {
         let name = StreamName::new(name)?;
         let mapped = segment::open_readonly(&name, opts.dir.as_deref())?;
-        let mut r = Reader {
-            name,
-            mapped,
-            opts: opts.clone(),
-            cursor: 0,
-            frames: Cell::new(0),
-            lost: Cell::new(0),
-            overruns: Cell::new(0),
+        let head = seq::load_head(&mapped.region.control().head);
+        let slots = mapped.decoded.geometry.slots;
+        let pos = match opts.start {
+            Start::Next => head,
+            Start::Oldest => head.saturating_sub(slots),
         };
-        r.cursor = match opts.start {
-            Start::Next => r.head(),
-            Start::Oldest => seq::load_tail(&r.mapped.region.control().tail.0),
-        };
-        Ok(r)
+        Ok(Reader { name, mapped, opts: opts.clone(), cursor: Cursor::new(pos), overruns: Cell::new(0) })
     }
 
     /// Stream name.
@@ -169,6 +206,11 @@ impl Reader {
     /// Frame format.
     pub fn format(&self) -> &VideoFormat {
         &self.mapped.decoded.format
+    }
+    /// The region the producer draws its own overlay into (clipped to the
+    /// frame); pixel-analysing consumers ignore it. `None` when there is none.
+    pub fn overlay(&self) -> Option<Rect> {
+        self.mapped.decoded.overlay
     }
     /// Producer identity (pid, epoch, start time).
     pub fn identity(&self) -> Identity {
@@ -184,19 +226,25 @@ impl Reader {
     }
     /// Next sequence this reader will read.
     pub fn cursor(&self) -> u64 {
-        self.cursor
+        self.cursor.pos()
     }
     /// Counters.
     pub fn stats(&self) -> ReaderStats {
-        ReaderStats { frames: self.frames.get(), lost: self.lost.get(), overruns: self.overruns.get() }
+        ReaderStats { frames: self.cursor.frames(), lost: self.cursor.lost(), overruns: self.overruns.get() }
     }
-    /// Next sequence the producer will write.
+    /// Next sequence the producer will write (as the segment says: unchecked).
     pub fn head(&self) -> u64 {
-        seq::load_head(&self.mapped.region.control().head.0)
+        seq::load_head(&self.mapped.region.control().head)
     }
-    /// Producer status and heartbeat age.
+    /// Producer status and heartbeat age; [`ProducerStatus::Corrupt`] once this
+    /// reader has seen the segment break the ring protocol.
     pub fn status(&self) -> (ProducerStatus, Duration) {
-        self.mapped.status(self.opts.stale_after)
+        let (status, age) = self.mapped.status(self.opts.stale_after);
+        if self.cursor.corrupt().is_some() { (ProducerStatus::Corrupt, age) } else { (status, age) }
+    }
+    /// Why this reader found the segment corrupt, once it did.
+    pub fn corruption(&self) -> Option<&'static str> {
+        self.cursor.corrupt()
     }
     /// Whether the object this reader mapped is still the one under its name.
     pub fn is_current(&self) -> bool {
@@ -222,105 +270,69 @@ impl Reader {
             slot_stride: g.slot_stride,
             total_size: g.total_size,
             head: self.head(),
-            tail: seq::load_tail(&self.mapped.region.control().tail.0),
+            tail: seq::load_tail(&self.mapped.region.control().tail),
             hugepages: self.mapped.decoded.hugepages,
-        }
-    }
-
-    fn desc(&self, s: u64) -> &SlotDesc {
-        let g = &self.mapped.decoded.geometry;
-        self.mapped.region.desc(g.desc_offset(s & (g.slots - 1)))
-    }
-
-    /// Moves the cursor to a frame that is ready, counting losses; returns
-    /// its sequence, metadata and how many frames were skipped to get there.
-    fn advance(&mut self) -> Option<(u64, FrameMeta, u64)> {
-        let control = self.mapped.region.control();
-        let start = self.cursor;
-        loop {
-            let head = seq::load_head(&control.head.0);
-            if self.cursor >= head {
-                return None;
-            }
-            let tail = seq::load_tail(&control.tail.0);
-            if self.cursor < tail {
-                self.lost.set(self.lost.get() + (tail - self.cursor));
-                self.cursor = tail;
-                // `tail` (Relaxed) may be newer than the `head` we loaded:
-                // the frame at the new cursor may not be visible to us yet.
-                if self.cursor >= head {
-                    return None;
-                }
-            }
-            let s = self.cursor;
-            let d = self.desc(s);
-            match seq::check(&d.seq, s) {
-                SlotState::Ready => {
-                    let meta = FrameMeta::load(d);
-                    if seq::validate(&d.seq, s) {
-                        self.cursor = s + 1;
-                        self.frames.set(self.frames.get() + 1);
-                        return Some((s, meta, s - start));
-                    }
-                    // Overwritten while reading the metadata: lapped.
-                    self.lost.set(self.lost.get() + 1);
-                    self.cursor = s + 1;
-                }
-                SlotState::Overwritten => {
-                    let next = seq::load_tail(&control.tail.0).max(s + 1);
-                    self.lost.set(self.lost.get() + (next - s));
-                    self.cursor = next;
-                }
-                // head > s means committed(s) was published; a smaller word
-                // means the segment is not behaving as a shmcast ring.
-                SlotState::NotYet => return None,
-            }
         }
     }
 
     fn frame(&self, s: u64, meta: FrameMeta, lost_before: u64) -> Frame<'_> {
         let g = &self.mapped.decoded.geometry;
         let format = &self.mapped.decoded.format;
+        // `meta.len` comes from the segment: never past the slot.
         let len = meta.len.min(format.frame_size) as usize;
-        let data = self.mapped.region.bytes(g.data_offset(s & (g.slots - 1)), len);
-        Frame { seq: s, meta, data, lost_before, desc: self.desc(s), format, overruns: &self.overruns }
+        Frame {
+            seq: s,
+            meta,
+            region: &self.mapped.region,
+            offset: g.data_offset(s & (g.slots - 1)),
+            len,
+            lost_before,
+            desc: self.mapped.desc(s),
+            format,
+            overruns: &self.overruns,
+        }
     }
 
     /// The next frame in order, if one is there; never blocks.
     pub fn try_next(&mut self) -> Option<Frame<'_>> {
-        let (s, meta, lost) = self.advance()?;
+        let (s, meta, lost) = self.cursor.advance(&self.mapped, self.opts.lapped)?;
         Some(self.frame(s, meta, lost))
     }
 
     /// The newest committed frame, skipping (and counting as lost) anything older.
     pub fn latest(&mut self) -> Option<Frame<'_>> {
-        let head = self.head();
-        if head == 0 || head <= self.cursor {
-            return None;
-        }
-        if head - 1 > self.cursor {
-            self.lost.set(self.lost.get() + (head - 1 - self.cursor));
-            self.cursor = head - 1;
-        }
-        self.try_next()
+        let (s, meta, lost) = self.cursor.latest(&self.mapped)?;
+        Some(self.frame(s, meta, lost))
     }
 
     /// Waits until a frame is there, the producer is gone, or `timeout`
     /// passes. Spins first for the configured spin time, then sleeps on the
     /// shared futex, re-checking the producer at least every 100 ms.
+    ///
+    /// `Gone` comes only once every frame published before the producer
+    /// closed (or died) has been made available: the state is read with
+    /// Acquire and `head` read again after it (SYNC(close)).
     pub fn wait(&self, timeout: Duration) -> Availability {
         let control = self.mapped.region.control();
         let start = Instant::now();
         let spin_until = start + self.opts.spin;
         let deadline = start + timeout;
         loop {
-            let n = seq::load_notify(&control.notify.0);
-            if seq::load_head(&control.head.0) > self.cursor {
-                return Availability::Ready;
+            let n = seq::load_notify(&control.notify);
+            match self.cursor.available(&self.mapped) {
+                Avail::Ready => return Availability::Ready,
+                Avail::Corrupt(_) => return Availability::Gone(ProducerStatus::Corrupt),
+                Avail::Empty => {}
             }
             let (status, _) = self.status();
             if !status.is_alive() {
-                return Availability::Gone(status);
+                // SYNC(close): the state load above was Acquire; a head
+                // published before the close is visible now.
+                return match self.cursor.available(&self.mapped) {
+                    Avail::Ready => Availability::Ready,
+                    Avail::Corrupt(_) => Availability::Gone(ProducerStatus::Corrupt),
+                    Avail::Empty => Availability::Gone(status),
+                };
             }
             let now = Instant::now();
             if now >= deadline {
@@ -330,7 +342,7 @@ impl Reader {
                 std::hint::spin_loop();
                 continue;
             }
-            notify::wait(&control.notify.0, n, (deadline - now).min(MAX_SLEEP));
+            notify::wait(&control.notify, n, (deadline - now).min(MAX_SLEEP));
         }
     }
 
@@ -348,14 +360,29 @@ impl Reader {
 }
 
 /// A frame handed out in place.
+///
+/// Its bytes live in a slot the producer may overwrite at any moment, so they
+/// are never handed out as a plain `&[u8]` that could outlive the check: use
+/// [`Frame::read`] (a closure over the bytes in place, validated after it
+/// returns) or [`Frame::copy_to`] (a copy, validated).
 pub struct Frame<'a> {
     seq: u64,
     meta: FrameMeta,
-    data: &'a [u8],
+    region: &'a Region,
+    offset: u64,
+    len: usize,
     lost_before: u64,
     desc: &'a SlotDesc,
     format: &'a VideoFormat,
     overruns: &'a Cell<u64>,
+}
+
+/// A frame was overwritten by the producer while it was being read or copied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("frame {seq} was overwritten while it was read (the reader is too slow for the ring)")]
+pub struct Overrun {
+    /// The frame's ring sequence number.
+    pub seq: u64,
 }
 
 impl<'a> Frame<'a> {
@@ -367,10 +394,13 @@ impl<'a> Frame<'a> {
     pub fn meta(&self) -> &FrameMeta {
         &self.meta
     }
-    /// The payload, in place: `meta().len` bytes. May change under you if the
-    /// producer laps this reader; call [`Frame::validate`] after using it.
-    pub fn data(&self) -> &'a [u8] {
-        self.data
+    /// Payload length in bytes (`meta().len`, at most the format's frame size).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// True for an empty payload.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
     /// Frames lost just before this one.
     pub fn lost_before(&self) -> u64 {
@@ -380,23 +410,78 @@ impl<'a> Frame<'a> {
     pub fn format(&self) -> &'a VideoFormat {
         self.format
     }
-    /// Bytes of plane `i` (raw formats), in place.
-    pub fn plane(&self, i: usize) -> Option<&'a [u8]> {
-        let p = self.format.planes().get(i)?;
-        let start = p.offset as usize;
-        self.data.get(start..start + p.span() as usize)
+
+    /// Runs `f` over the payload in place (no copy) and returns its result if
+    /// the frame was intact the whole time; `None` (and one overrun counted)
+    /// if the producer overwrote the slot meanwhile, in which case whatever
+    /// `f` computed must be, and is, dropped. Planes lie at the offsets of
+    /// [`VideoFormat::planes`].
+    ///
+    /// The bytes cannot escape the closure:
+    ///
+    /// ```compile_fail
+    /// # fn f(frame: &shm_proto::Frame<'_>) {
+    /// let leaked: Option<&[u8]> = frame.read(|bytes| bytes);
+    /// # }
+    /// ```
+    pub fn read<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let r = f(self.region.bytes(self.offset, self.len));
+        if self.is_intact() {
+            Some(r)
+        } else {
+            self.overruns.set(self.overruns.get().saturating_add(1));
+            None
+        }
     }
+
+    /// Copies the payload into `dst[..len()]` and returns the length, or
+    /// [`Overrun`] (counted) if the producer overwrote the slot during the
+    /// copy: an `Ok` copy is intact. The copy reads the shared bytes with
+    /// volatile loads (see [`crate::region`]).
+    ///
+    /// # Panics
+    /// If `dst` is shorter than [`Frame::len`].
+    pub fn copy_to(&self, dst: &mut [u8]) -> Result<usize, Overrun> {
+        assert!(dst.len() >= self.len, "copy_to: destination of {} bytes for a {}-byte frame", dst.len(), self.len);
+        self.region.copy_out(self.offset, &mut dst[..self.len]);
+        if self.is_intact() {
+            Ok(self.len)
+        } else {
+            self.overruns.set(self.overruns.get().saturating_add(1));
+            Err(Overrun { seq: self.seq })
+        }
+    }
+
+    /// The payload as a new, intact `Vec` (see [`Frame::copy_to`]).
+    ///
+    /// # Errors
+    /// [`Overrun`] if the producer overwrote the slot during the copy.
+    pub fn to_vec(&self) -> Result<Vec<u8>, Overrun> {
+        let mut v = vec![0u8; self.len];
+        self.copy_to(&mut v)?;
+        Ok(v)
+    }
+
+    /// Address of the payload's first byte in this process, for bindings that
+    /// lend the bytes out under their own rules (e.g. a read-only numpy view).
+    /// Reading through it is the caller's `unsafe`: the bytes may change at any
+    /// time, and a result is only good if [`Frame::is_intact`] holds after it.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.region.as_ptr().wrapping_add(self.offset as usize)
+    }
+
     /// Whether the slot still holds this frame (no counting).
     pub fn is_intact(&self) -> bool {
         seq::validate(&self.desc.seq, self.seq)
     }
-    /// Validates after use: true if the frame was intact the whole time since
-    /// it was handed out; otherwise counts an overrun, and whatever was computed
-    /// from it must be dropped.
+
+    /// Validates after a use through [`Frame::as_ptr`] or a nested
+    /// [`Frame::read`]: true if the frame was intact the whole time since it
+    /// was handed out; otherwise counts an overrun.
     pub fn validate(self) -> bool {
         let ok = self.is_intact();
         if !ok {
-            self.overruns.set(self.overruns.get() + 1);
+            self.overruns.set(self.overruns.get().saturating_add(1));
         }
         ok
     }

@@ -1,10 +1,24 @@
 //! Creating, finding and opening segment objects: `shmcast.<name>` in
 //! `/dev/shm` (or `$SHMCAST_SHM_DIR`), or in a hugetlbfs mount for huge pages.
 //!
+//! Ownership: a name has exactly one owner, the producer holding an exclusive
+//! `flock` on `.shmcast.<name>.lock` in the default directory for its whole
+//! life (also for huge-page segments: one name is one name across `/dev/shm`
+//! and hugetlbfs mounts). The lock is taken around check + unlink + create,
+//! released by the kernel however the owner dies, and is immune to pid reuse
+//! and pid namespaces. While it is held, nobody else creates or removes the
+//! name — also while the owner is stopped (SIGSTOP): a stopped producer still
+//! owns its stream, readers see it stale, and it resumes without ever
+//! writing into an orphaned object.
+//!
 //! Init-then-publish: the producer creates the object with `O_EXCL`, reserves
 //! its memory, writes the header and control block, and stores the magic
 //! *last* with Release. Openers that find the magic still 0 get
 //! [`HeaderError::NotReady`] and retry.
+//!
+//! Readers validate the header from a `pread` copy *before* mapping anything,
+//! and map read-only without pre-faulting: an object they reject costs them
+//! no memory, whatever its size.
 #![forbid(unsafe_code)]
 
 use std::fs::OpenOptions;
@@ -15,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{CreateError, HeaderError, OpenError};
-use crate::format::VideoFormat;
+use crate::format::{Rect, VideoFormat};
 use crate::header::{self, Decoded, Identity};
 use crate::layout::{self, Geometry, MAGIC, PAGE};
 use crate::name::StreamName;
@@ -27,6 +41,9 @@ use crate::sync::{Ordering, fence};
 pub const ENV_DIR: &str = "SHMCAST_SHM_DIR";
 /// A producer whose heartbeat is older than this is stale.
 pub const STALE_AFTER: Duration = Duration::from_millis(500);
+/// A heartbeat further than this in the future is not a real one (a crafted
+/// or corrupt segment): the producer counts as stale, never "alive forever".
+pub const FUTURE_SLACK: Duration = Duration::from_secs(2);
 
 /// The directory normal (non-huge-page) segments are created in.
 pub fn default_dir() -> PathBuf {
@@ -47,17 +64,88 @@ pub fn find(name: &StreamName, dir: Option<&Path>) -> Option<PathBuf> {
     dirs.into_iter().map(|d| d.join(name.file_name())).find(|p| p.symlink_metadata().is_ok())
 }
 
-/// Names of all segment objects present (for listing tools).
+/// Every path under which an object for `name` exists, in search order.
+pub fn find_all(name: &StreamName, dir: Option<&Path>) -> Vec<PathBuf> {
+    let dirs = dir.map(|d| vec![d.to_path_buf()]).unwrap_or_else(search_dirs);
+    let mut out: Vec<PathBuf> =
+        dirs.into_iter().map(|d| d.join(name.file_name())).filter(|p| p.symlink_metadata().is_ok()).collect();
+    out.dedup();
+    out
+}
+
+/// Names of all segment objects present (for listing tools), and of names
+/// whose lock file remains (a producer starting, or one killed before it
+/// could tidy up).
 pub fn list() -> Vec<String> {
+    let lock_names = std::fs::read_dir(default_dir()).into_iter().flatten().filter_map(|e| {
+        let f = e.ok()?.file_name();
+        let n = f.to_str()?.strip_prefix('.')?.strip_prefix(crate::name::PREFIX)?.strip_suffix(LOCK_SUFFIX)?;
+        Some(n.to_string())
+    });
     let mut out: Vec<String> = search_dirs()
         .iter()
         .filter_map(|d| std::fs::read_dir(d).ok())
         .flatten()
         .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix(crate::name::PREFIX).map(str::to_string))
+        .chain(lock_names)
+        .filter(|n| StreamName::new(n).is_ok())
         .collect();
     out.sort();
     out.dedup();
     out
+}
+
+const LOCK_SUFFIX: &str = ".lock";
+
+/// The lock file whose `flock` makes a producer the owner of `name`:
+/// `.shmcast.<name>.lock` in `dir` (the default directory for huge pages).
+pub fn lock_path(name: &StreamName, dir: &Path) -> PathBuf {
+    dir.join(format!(".{}{LOCK_SUFFIX}", name.file_name()))
+}
+
+/// The held ownership of a name. Dropping it removes the lock file (while
+/// still holding it) and releases the name; a process that dies without
+/// dropping it leaves the file, whose lock the kernel has released.
+#[derive(Debug)]
+pub struct Owner {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl Owner {
+    /// Takes ownership of `name` (lock file in `dir`), or `Ok(None)` when a
+    /// running process holds it.
+    ///
+    /// # Errors
+    /// The lock file cannot be opened or locked (permissions, a missing directory).
+    pub fn acquire(name: &StreamName, dir: &Path) -> io::Result<Option<Owner>> {
+        let path = lock_path(name, dir);
+        // A lock file may be unlinked by its releasing owner between our open
+        // and our flock: then we hold a lock on an orphan and must retry on
+        // the file now at the path. Each retry means another process just
+        // released the name; a handful is plenty.
+        for _ in 0..16 {
+            let file = os::open_lock_file(&path)?;
+            if !os::try_lock_exclusive(&file)? {
+                return Ok(None);
+            }
+            let held = file.metadata()?;
+            if same_object(&path, (held.dev(), held.ino())) {
+                return Ok(Some(Owner { file, path }));
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::WouldBlock, "the name's lock file keeps being replaced"))
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        // A process that opened this file before the unlink and locks it
+        // after our close sees the path no longer names it, and retries.
+        if let Ok(m) = self.file.metadata() {
+            unlink_if_same(&self.path, (m.dev(), m.ino()));
+        }
+    }
 }
 
 /// What the producer of a segment is doing.
@@ -69,8 +157,12 @@ pub enum ProducerStatus {
     Live,
     /// Stopped cleanly.
     Closed,
-    /// Heartbeat older than [`STALE_AFTER`] (crashed, killed or hung).
+    /// Heartbeat older than [`STALE_AFTER`] (crashed, killed, stopped or hung),
+    /// or impossibly far in the future.
     Stale,
+    /// The segment breaks the ring protocol (an unknown state, a `head` that
+    /// goes backwards or past any real sequence): not followed further.
+    Corrupt,
 }
 
 impl ProducerStatus {
@@ -81,6 +173,7 @@ impl ProducerStatus {
             ProducerStatus::Live => "live",
             ProducerStatus::Closed => "closed",
             ProducerStatus::Stale => "stale",
+            ProducerStatus::Corrupt => "corrupt",
         }
     }
 
@@ -113,19 +206,21 @@ impl Mapped {
 
 pub(crate) fn status_of(region: &Region, stale_after: Duration) -> (ProducerStatus, Duration) {
     let c = region.control();
-    // Relaxed: state and heartbeat are independent observations; nothing is
-    // read through them.
-    let st = c.state.0.state.load(Ordering::Relaxed);
-    let hb = c.state.0.heartbeat_ns.load(Ordering::Relaxed);
-    let age = Duration::from_nanos(os::monotonic_ns().saturating_sub(hb));
-    let status = if st == layout::state::CLOSED {
-        ProducerStatus::Closed
-    } else if age > stale_after {
-        ProducerStatus::Stale
-    } else if st == layout::state::LIVE {
-        ProducerStatus::Live
-    } else {
-        ProducerStatus::Starting
+    // SYNC(close): Acquire, so that a reader seeing CLOSED sees the final head.
+    let st = crate::seq::load_state(&c.state.state);
+    // Relaxed: a standalone timestamp; nothing is read through it.
+    let hb = c.state.heartbeat_ns.load(Ordering::Relaxed);
+    let now = os::monotonic_ns();
+    let age = Duration::from_nanos(now.saturating_sub(hb));
+    let ahead = Duration::from_nanos(hb.saturating_sub(now));
+    let status = match st {
+        layout::state::CLOSED => ProducerStatus::Closed,
+        layout::state::STARTING | layout::state::LIVE if age > stale_after || ahead > FUTURE_SLACK => {
+            ProducerStatus::Stale
+        }
+        layout::state::LIVE => ProducerStatus::Live,
+        layout::state::STARTING => ProducerStatus::Starting,
+        _ => ProducerStatus::Corrupt,
     };
     (status, age)
 }
@@ -134,10 +229,30 @@ fn open_err<'a>(name: &'a StreamName, op: &'static str) -> impl FnOnce(io::Error
     move |error| OpenError::Io { name: name.to_string(), op, error }
 }
 
-/// Opens the segment of `name` read-only (`O_RDONLY`, `PROT_READ`) and validates it.
+/// Opens the segment of `name` read-only (`O_RDONLY`, `PROT_READ`) and
+/// validates it. When objects of that name exist in several directories (a
+/// stale one in `/dev/shm` beside a live huge-page one), the one whose
+/// producer is alive wins.
 pub(crate) fn open_readonly(name: &StreamName, dir: Option<&Path>) -> Result<Mapped, OpenError> {
-    let path = find(name, dir).ok_or_else(|| OpenError::NotFound { name: name.to_string() })?;
-    let file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&path) {
+    let mut first: Option<Result<Mapped, OpenError>> = None;
+    for path in find_all(name, dir) {
+        let r = open_path(name, &path);
+        if let Ok(m) = &r
+            && m.status(STALE_AFTER).0.is_alive()
+        {
+            return r;
+        }
+        if first.is_none() {
+            first = Some(r);
+        }
+    }
+    first.unwrap_or_else(|| Err(OpenError::NotFound { name: name.to_string() }))
+}
+
+/// Opens and validates the object at `path`: the header is read with
+/// `pread` and validated before anything is mapped.
+fn open_path(name: &StreamName, path: &Path) -> Result<Mapped, OpenError> {
+    let file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenError::NotFound { name: name.to_string() }),
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
@@ -154,9 +269,13 @@ pub(crate) fn open_readonly(name: &StreamName, dir: Option<&Path>) -> Result<Map
     if size < PAGE * 2 {
         return Err(invalid(HeaderError::TooSmall { size, needed: PAGE * 2 }));
     }
+    let mut bytes = [0u8; layout::HEADER_FIELDS_SIZE];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, 0).map_err(open_err(name, "read header"))?;
+    let checked = header::decode_bytes(&bytes, size).map_err(invalid)?;
     let len =
         usize::try_from(size).map_err(|_| invalid(HeaderError::Geometry("object larger than the address space")))?;
-    let region = Region::map(&file, len, false, true).map_err(open_err(name, "mmap"))?;
+    // No MAP_POPULATE: pages are touched only as frames are read.
+    let region = Region::map(&file, len, false, false).map_err(open_err(name, "mmap"))?;
     // SYNC(publish): pairs with the Release store of the magic in `create`:
     // once we see it, the header bytes below are complete.
     let magic = region.magic().load(Ordering::Relaxed);
@@ -165,7 +284,12 @@ pub(crate) fn open_readonly(name: &StreamName, dir: Option<&Path>) -> Result<Map
         return Err(invalid(HeaderError::NotReady));
     }
     let decoded = header::decode(&region.read_header(), size).map_err(invalid)?;
-    Ok(Mapped { region: Arc::new(region), decoded, path, dev_ino: (meta.dev(), meta.ino()) })
+    if decoded != checked {
+        // The static header never changes after publish: this is not a
+        // producer behaving, or an object replaced under the same inode.
+        return Err(invalid(HeaderError::Geometry("the header changed while it was being opened")));
+    }
+    Ok(Mapped { region: Arc::new(region), decoded, path: path.to_path_buf(), dev_ino: (meta.dev(), meta.ino()) })
 }
 
 /// Options for creating a segment.
@@ -184,11 +308,15 @@ pub struct CreateOptions {
     /// Directory to create in (default: [`default_dir`], or the first hugetlbfs
     /// mount with `hugepages`).
     pub dir: Option<PathBuf>,
+    /// The region the producer draws its own overlay into (a status band, a
+    /// clock): recorded in the header so that consumers analysing pixels
+    /// ignore it without being told.
+    pub overlay: Option<Rect>,
 }
 
 impl Default for CreateOptions {
     fn default() -> Self {
-        CreateOptions { slots: 8, mode: 0o640, group: None, hugepages: false, mlock: false, dir: None }
+        CreateOptions { slots: 8, mode: 0o640, group: None, hugepages: false, mlock: false, dir: None, overlay: None }
     }
 }
 
@@ -200,6 +328,8 @@ pub(crate) struct Created {
     pub dev_ino: (u64, u64),
     /// Pid of a stale owner whose object was replaced.
     pub replaced: Option<u32>,
+    /// The held ownership of the name.
+    pub owner: Owner,
 }
 
 /// Removes the object on drop unless disarmed: nothing is left behind when
@@ -214,28 +344,80 @@ impl Drop for UnlinkGuard {
     }
 }
 
-/// Whether the object at `path` belongs to a live producer; `Err` describes
-/// an object that is not a usable segment at all.
-fn existing_owner(name: &StreamName, path: &Path) -> Result<Option<(u32, Duration)>, String> {
-    let mapped = match open_readonly(name, path.parent()) {
-        Ok(m) => m,
-        Err(OpenError::NotFound { .. }) => return Ok(None),
-        Err(OpenError::Invalid { reason: HeaderError::NotReady | HeaderError::TooSmall { .. }, .. }) => {
-            // Being initialised by another producer right now, or left half-made
-            // by one that died while creating. Give a creator 2 s.
-            let young = std::fs::metadata(path)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age < Duration::from_secs(2));
-            return if young { Ok(Some((0, Duration::ZERO))) } else { Ok(None) };
-        }
-        Err(e) => return Err(e.to_string()),
+/// What to do with an object found under a name we now own: its producer is
+/// gone (we hold the lock), so a shmcast segment of any version, or one left
+/// empty or half-made (magic still 0), is replaced (`Ok(pid)`, 0 when
+/// unknown); anything else is not ours to delete (`Err(reason)`).
+fn leftover(name: &StreamName, path: &Path) -> Result<u32, String> {
+    let file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(format!("cannot open it: {e}")),
     };
-    let pid = mapped.decoded.identity.pid;
-    let (status, age) = mapped.status(STALE_AFTER);
-    let alive = status.is_alive() && os::pid_alive(pid);
-    Ok(alive.then_some((pid, age)))
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    if size == 0 {
+        return Ok(0);
+    }
+    let mut magic = [0u8; 8];
+    if std::os::unix::fs::FileExt::read_exact_at(&file, &mut magic, 0).is_err() {
+        return Err(format!("{size} bytes, too small to be a segment"));
+    }
+    match u64::from_ne_bytes(magic) {
+        0 => Ok(0),
+        MAGIC => Ok(open_path(name, path).map(|m| m.decoded.identity.pid).unwrap_or(0)),
+        found => Err(HeaderError::BadMagic { found }.to_string()),
+    }
+}
+
+/// One object [`clean_stale`] looked at: its path, and the bytes it freed or
+/// why it was left alone.
+pub type Cleaned = (PathBuf, Result<u64, String>);
+
+/// Removes the objects of `name` if no producer owns it: takes the name's
+/// lock (so no producer can be creating it meanwhile), removes every shmcast
+/// object of that name in the default directory and the huge-page mounts, and
+/// releases the name. Returns `None` when a running producer holds the name
+/// (it is never touched), else the paths removed with the bytes each held.
+/// Objects under the name that are not shmcast segments are left alone and
+/// reported as `Err` entries.
+///
+/// # Errors
+/// The name's lock file cannot be opened or locked.
+pub fn clean_stale(name: &StreamName) -> io::Result<Option<Vec<Cleaned>>> {
+    let Some(owner) = Owner::acquire(name, &default_dir())? else { return Ok(None) };
+    let mut out = Vec::new();
+    for p in find_all(name, None) {
+        match leftover(name, &p) {
+            Ok(_) => {
+                // Memory really held: allocated blocks, not the (maybe sparse) length.
+                let bytes = std::fs::symlink_metadata(&p).map(|m| m.blocks() * 512).unwrap_or(0);
+                match std::fs::remove_file(&p) {
+                    Ok(()) => out.push((p, Ok(bytes))),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => out.push((p, Err(format!("cannot remove it: {e}")))),
+                }
+            }
+            Err(reason) => out.push((p, Err(format!("not a shmcast segment, left alone: {reason}")))),
+        }
+    }
+    drop(owner);
+    Ok(Some(out))
+}
+
+/// Describes the holder of a name for an error message.
+fn holder(name: &StreamName, dirs: &[PathBuf]) -> (u32, String) {
+    for d in dirs {
+        if let Ok(m) = open_path(name, &d.join(name.file_name())) {
+            let pid = m.decoded.identity.pid;
+            let (status, age) = m.status(STALE_AFTER);
+            let hint = match status {
+                ProducerStatus::Stale => ": stopped or hung, it keeps the name until it exits",
+                _ => "",
+            };
+            return (pid, format!("pid {pid}, {status}, heartbeat {} ms ago{hint}", age.as_millis()));
+        }
+    }
+    (0, "a producer that is still setting the stream up".to_string())
 }
 
 /// Creates and publishes the segment for `name`.
@@ -276,55 +458,62 @@ pub(crate) fn create(
     };
 
     let path = dir.join(name.file_name());
+    // One name across the default directory and the huge-page mounts.
+    let mut dirs = vec![dir.clone()];
+    dirs.extend(search_dirs().into_iter().filter(|d| *d != dir));
+    let lock_dir = if opts.hugepages { default_dir() } else { dir.clone() };
+    if !lock_dir.is_dir() {
+        return Err(io_err("open directory")(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} does not exist", lock_dir.display()),
+        )));
+    }
+    let owner = match Owner::acquire(name, &lock_dir).map_err(io_err("lock the name"))? {
+        Some(o) => o,
+        None => {
+            let (pid, holder) = holder(name, &dirs);
+            return Err(CreateError::InUse { name: name.to_string(), pid, holder });
+        }
+    };
+    // We own the name: whatever is still under it was left by a producer
+    // that is gone.
     let mut replaced = None;
-    let file = {
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&path)
-            {
-                Ok(f) => break f,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 4 => {
-                    match existing_owner(name, &path) {
-                        Ok(Some((pid, age))) => {
-                            return Err(CreateError::InUse {
-                                name: name.to_string(),
-                                pid,
-                                age_ms: age.as_millis() as u64,
-                            });
-                        }
-                        Ok(None) => {
-                            replaced = open_readonly(name, Some(&dir)).ok().map(|m| m.decoded.identity.pid).or(Some(0));
-                            match std::fs::remove_file(&path) {
-                                Ok(()) => {}
-                                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                                Err(e) => return Err(io_err("remove stale object")(e)),
-                            }
-                        }
-                        Err(reason) => {
-                            return Err(CreateError::Foreign {
-                                name: name.to_string(),
-                                path: path.display().to_string(),
-                                reason,
-                            });
-                        }
-                    }
+    for d in &dirs {
+        let p = d.join(name.file_name());
+        if p.symlink_metadata().is_err() {
+            continue;
+        }
+        match leftover(name, &p) {
+            Ok(pid) => {
+                replaced = Some(pid);
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("remove stale object")(e)),
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.is_dir() => {
-                    return Err(io_err("open directory")(io::Error::new(
-                        io::ErrorKind::NotFound,
-                        format!("{} does not exist", dir.display()),
-                    )));
-                }
-                Err(e) => return Err(io_err("create")(e)),
+            }
+            Err(reason) => {
+                return Err(CreateError::Foreign { name: name.to_string(), path: p.display().to_string(), reason });
             }
         }
+    }
+    let file = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(CreateError::Foreign {
+                name: name.to_string(),
+                path: path.display().to_string(),
+                reason: "created by a process that does not take the name's lock".into(),
+            });
+        }
+        Err(e) => return Err(io_err("create")(e)),
     };
     let mut guard = UnlinkGuard(Some(path.clone()));
 
@@ -384,21 +573,21 @@ pub(crate) fn create(
         })?;
     }
 
-    let fields = header::encode(&geometry, format, identity, opts.hugepages);
+    let fields = header::encode(&geometry, format, identity, opts.hugepages, opts.overlay);
     region.write_header(&fields);
     let c = region.control();
     // Relaxed: nobody reads these before the magic is published (Release below).
-    c.state.0.state.store(layout::state::STARTING, Ordering::Relaxed);
-    c.state.0.heartbeat_ns.store(os::monotonic_ns(), Ordering::Relaxed);
-    c.head.0.store(0, Ordering::Relaxed);
-    c.tail.0.store(0, Ordering::Relaxed);
+    crate::seq::store_state(&c.state.state, layout::state::STARTING);
+    c.state.heartbeat_ns.store(os::monotonic_ns(), Ordering::Relaxed);
+    c.head.store(0, Ordering::Relaxed);
+    c.tail.store(0, Ordering::Relaxed);
     // SYNC(publish): pairs with the Acquire fence after the magic load in
     // `open_readonly`: everything written above is visible to an opener that
     // sees the magic.
     region.magic().store(MAGIC, Ordering::Release);
 
     guard.0 = None;
-    Ok(Created { region: Arc::new(region), geometry, path, dev_ino: (meta.dev(), meta.ino()), replaced })
+    Ok(Created { region: Arc::new(region), geometry, path, dev_ino: (meta.dev(), meta.ino()), replaced, owner })
 }
 
 /// Removes `path` if it is still the object `(dev, ino)`: a producer never

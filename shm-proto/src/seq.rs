@@ -88,6 +88,24 @@ pub fn load_notify(notify: &AtomicU32) -> u32 {
     n
 }
 
+/// Writer: store the producer state (`layout::state::*`).
+#[inline]
+pub fn store_state(state: &AtomicU32, value: u32) {
+    // SYNC(close): pairs with `fence(Acquire)` in `load_state`: a reader that
+    // sees `CLOSED` also sees the final `head`, so it can hand out every frame
+    // published before the close before it reports the stream gone.
+    state.store(value, Ordering::Release);
+}
+
+/// Reader: the producer state (Acquire; see `store_state`).
+#[inline]
+pub fn load_state(state: &AtomicU32) -> u32 {
+    let v = state.load(Ordering::Relaxed);
+    // SYNC(close): pairs with the Release store in `store_state`.
+    fence(Ordering::Acquire);
+    v
+}
+
 /// What a reader finds in the slot where it expects sequence `s`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlotState {

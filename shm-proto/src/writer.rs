@@ -15,89 +15,18 @@ use std::time::Duration;
 use crate::error::CreateError;
 use crate::format::VideoFormat;
 use crate::header::Identity;
-use crate::layout::{self, Geometry, SlotDesc};
+use crate::layout::{self, Geometry};
+pub use crate::meta::{FLAG_DISCONT, FLAG_KEYFRAME, FrameMeta};
 use crate::name::StreamName;
 use crate::notify;
 use crate::os;
 use crate::region::Region;
-use crate::segment::{self, CreateOptions};
+use crate::segment::{self, CreateOptions, Owner};
 use crate::seq;
 use crate::sync::Ordering;
 
 /// Heartbeat period (well under the 100 ms the design promises).
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_millis(50);
-
-/// Frame flag: a keyframe (compressed sources).
-pub const FLAG_KEYFRAME: u32 = 1;
-/// Frame flag: the source reported a discontinuity before this frame.
-pub const FLAG_DISCONT: u32 = 2;
-
-/// Metadata of one frame.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct FrameMeta {
-    /// The source's frame id (monotonic within a producer run).
-    pub frame_id: u64,
-    /// Capture time, Unix ns.
-    pub capture_ns: u64,
-    /// Publish time, Unix ns (set by the writer at commit).
-    pub publish_ns: u64,
-    /// Payload length in bytes (the frame size for raw formats).
-    pub len: u64,
-    /// `FLAG_*` bits.
-    pub flags: u32,
-    /// Exposure time in µs, when the source knows it.
-    pub exposure_us: Option<u32>,
-    /// Gain in dB, when the source knows it.
-    pub gain_db: Option<f32>,
-    /// Sensor temperature in °C, when the source knows it.
-    pub temperature_c: Option<f32>,
-}
-
-impl FrameMeta {
-    /// Metadata with just an id, a capture time and a length.
-    pub fn new(frame_id: u64, capture_ns: u64, len: u64) -> FrameMeta {
-        FrameMeta {
-            frame_id,
-            capture_ns,
-            publish_ns: 0,
-            len,
-            flags: 0,
-            exposure_us: None,
-            gain_db: None,
-            temperature_c: None,
-        }
-    }
-
-    pub(crate) fn store(&self, d: &SlotDesc) {
-        // Relaxed: published by the Release store of the slot word in `seq::commit`.
-        d.frame_id.store(self.frame_id, Ordering::Relaxed);
-        d.capture_ns.store(self.capture_ns, Ordering::Relaxed);
-        d.publish_ns.store(self.publish_ns, Ordering::Relaxed);
-        d.len.store(self.len, Ordering::Relaxed);
-        d.flags.store(self.flags, Ordering::Relaxed);
-        d.exposure_us.store(self.exposure_us.unwrap_or(u32::MAX), Ordering::Relaxed);
-        d.gain_db.store(self.gain_db.unwrap_or(f32::NAN).to_bits(), Ordering::Relaxed);
-        let mc = self.temperature_c.map(|t| (t * 1000.0) as i32).unwrap_or(i32::MIN);
-        d.temperature_mc.store(mc, Ordering::Relaxed);
-    }
-
-    pub(crate) fn load(d: &SlotDesc) -> FrameMeta {
-        // Relaxed: validated afterwards by `seq::validate`.
-        let exposure = d.exposure_us.load(Ordering::Relaxed);
-        let gain = f32::from_bits(d.gain_db.load(Ordering::Relaxed));
-        let mc = d.temperature_mc.load(Ordering::Relaxed);
-        FrameMeta {
-            frame_id: d.frame_id.load(Ordering::Relaxed),
-            capture_ns: d.capture_ns.load(Ordering::Relaxed),
-            publish_ns: d.publish_ns.load(Ordering::Relaxed),
-            len: d.len.load(Ordering::Relaxed),
-            flags: d.flags.load(Ordering::Relaxed),
-            exposure_us: (exposure != u32::MAX).then_some(exposure),
-            gain_db: (!gain.is_nan()).then_some(gain),
-            temperature_c: (mc != i32::MIN).then(|| mc as f32 / 1000.0),
-        }
-    }
-}
 
 struct Heartbeat {
     stop: Arc<AtomicBool>,
@@ -117,14 +46,20 @@ pub struct Writer {
     replaced: Option<u32>,
     next: u64,
     heartbeat: Heartbeat,
+    owner: Option<Owner>,
 }
 
 impl Writer {
     /// Creates the segment `shmcast.<name>` and starts the heartbeat.
     ///
-    /// A live producer under the same name makes this fail with
-    /// [`CreateError::InUse`]; a stale one (dead pid or old heartbeat) is
-    /// replaced, and [`Writer::replaced`] tells its pid.
+    /// The name is owned for the writer's lifetime (see [`crate::segment`]):
+    /// another running producer of the same name — even a stopped one — makes
+    /// this fail with [`CreateError::InUse`]; an object left by a producer that
+    /// is gone is replaced, and [`Writer::replaced`] tells its pid.
+    ///
+    /// # Errors
+    /// A bad name or slot count, the name in use, a foreign object under the
+    /// name, too little memory in the backing filesystem, or an OS failure.
     pub fn create(name: &str, format: VideoFormat, opts: &CreateOptions) -> Result<Writer, CreateError> {
         let name = StreamName::new(name)?;
         let identity =
@@ -140,7 +75,7 @@ impl Writer {
                     // Relaxed: a plain flag; the join in `drop` synchronises.
                     while !stop.load(Ordering::Relaxed) {
                         // Relaxed: a standalone timestamp; nothing is published through it.
-                        region.control().state.0.heartbeat_ns.store(os::monotonic_ns(), Ordering::Relaxed);
+                        region.control().state.heartbeat_ns.store(os::monotonic_ns(), Ordering::Relaxed);
                         std::thread::park_timeout(HEARTBEAT_PERIOD);
                     }
                 })
@@ -157,6 +92,7 @@ impl Writer {
             replaced: created.replaced,
             next: 0,
             heartbeat: Heartbeat { stop, thread: Some(thread) },
+            owner: Some(created.owner),
         })
     }
 
@@ -200,12 +136,11 @@ impl Writer {
 
     fn set_state(&self, state: u32) {
         let c = self.region.control();
-        // Relaxed: readers poll the state as a standalone flag (they read no
-        // data through it); the notify bump below (Release) wakes waiters so
-        // they look at it promptly.
-        c.state.0.state.store(state, Ordering::Relaxed);
-        seq::bump_notify(&c.notify.0);
-        notify::wake_all(&c.notify.0);
+        // SYNC(close): Release, so a reader that sees CLOSED sees every frame
+        // published before it; the notify bump below wakes waiters to look.
+        seq::store_state(&c.state.state, state);
+        seq::bump_notify(&c.notify);
+        notify::wake_all(&c.notify);
     }
 
     /// Starts writing the next frame: the slot is marked *writing* and its
@@ -216,7 +151,7 @@ impl Writer {
         let slot = s & (self.geometry.slots - 1);
         let c = self.region.control();
         let d = self.region.desc(self.geometry.desc_offset(slot));
-        seq::begin_write(&d.seq, &c.tail.0, s, self.geometry.slots);
+        seq::begin_write(&d.seq, &c.tail, s, self.geometry.slots);
         SlotWriter { writer: self, seq: s, slot }
     }
 
@@ -244,6 +179,8 @@ impl Drop for Writer {
         // were deemed stale keeps its stream.
         self.set_state(layout::state::CLOSED);
         segment::unlink_if_same(&self.path, self.dev_ino);
+        // Last: while the lock is held nobody else can create the name.
+        drop(self.owner.take());
     }
 }
 
@@ -277,13 +214,12 @@ impl SlotWriter<'_> {
         let d = w.region.desc(w.geometry.desc_offset(self.slot));
         meta.store(d);
         if w.next == 0 {
-            // Relaxed: readers poll the state; the notify below wakes them.
-            c.state.0.state.store(layout::state::LIVE, Ordering::Relaxed);
+            seq::store_state(&c.state.state, layout::state::LIVE);
         }
-        seq::commit(&d.seq, &c.head.0, self.seq);
+        seq::commit(&d.seq, &c.head, self.seq);
         w.next = self.seq + 1;
-        seq::bump_notify(&c.notify.0);
-        notify::wake_all(&c.notify.0);
+        seq::bump_notify(&c.notify);
+        notify::wake_all(&c.notify);
         self.seq
     }
 }

@@ -28,8 +28,7 @@ fn write_then_read_in_place() {
         let Next::Frame(fr) = r.next(Duration::from_secs(1)) else { panic!("no frame") };
         assert_eq!(fr.seq(), i);
         assert_eq!(fr.meta().frame_id, 100 + i);
-        assert!(fr.data().iter().all(|&b| b == i as u8 + 1));
-        assert!(fr.validate());
+        assert_eq!(fr.read(|d| d.iter().all(|&b| b == i as u8 + 1)), Some(true));
     }
     assert!(matches!(r.next(Duration::from_millis(50)), Next::Timeout));
     let path = w.path().to_path_buf();
@@ -47,10 +46,23 @@ fn lapped_reader_counts_exact_losses() {
     for i in 0..10u64 {
         w.publish(|buf| FrameMeta::new(i, 0, buf.len() as u64));
     }
+    // Lapped: a live reader lands on the newest frame, the last one the
+    // producer will overwrite, and counts everything it skipped.
     let fr = r.try_next().unwrap();
-    // Frames 0..=6 were overwritten (tail = 10 - 4 + 1 after the begin of 10? no: tail = 6).
-    assert_eq!(fr.seq(), 6);
-    assert_eq!(fr.lost_before(), 6);
+    assert_eq!(fr.seq(), 9);
+    assert_eq!(fr.lost_before(), 9);
+    assert!(fr.validate());
+    assert!(r.try_next().is_none());
+    assert_eq!(r.stats().frames + r.stats().lost, 10);
+
+    // With `Lapped::Oldest` it lands on the oldest frame still in the ring.
+    let mut r =
+        Reader::open(&name, &ReaderOptions { lapped: shm_proto::Lapped::Oldest, ..Default::default() }).unwrap();
+    for i in 10..20u64 {
+        w.publish(|buf| FrameMeta::new(i, 0, buf.len() as u64));
+    }
+    let fr = r.try_next().unwrap();
+    assert_eq!((fr.seq(), fr.lost_before()), (16, 6));
     let _ = fr.validate();
     let mut seen = 1;
     while r.try_next().is_some() {
@@ -66,7 +78,7 @@ fn second_writer_refused_and_missing_name() {
     let _w = Writer::create(&name, f, &CreateOptions::default()).unwrap();
     let e = Writer::create(&name, f, &CreateOptions::default()).err().unwrap();
     assert!(matches!(e, CreateError::InUse { .. }), "{e}");
-    assert!(e.to_string().contains("in use by a live producer"), "{e}");
+    assert!(e.to_string().contains("owned by another running producer (pid"), "{e}");
     let e = Reader::open(&unique("missing"), &ReaderOptions::default()).err().unwrap();
     assert!(matches!(e, OpenError::NotFound { .. }), "{e}");
 }
@@ -117,8 +129,7 @@ fn hugepages_and_mlock() {
         FrameMeta::new(1, 0, buf.len() as u64)
     });
     let Next::Frame(fr) = r.next(Duration::from_secs(1)) else { panic!("no frame") };
-    assert!(fr.data().iter().all(|&b| b == 9));
-    assert!(fr.validate());
+    assert_eq!(fr.read(|d| d.iter().all(|&b| b == 9)), Some(true));
     // More than is reserved: a clear error at creation.
     let big = VideoFormat::new(16384, 16384, PixelFormat::Rgb24, 30, 1).unwrap();
     let e = Writer::create(&unique("huge2"), big, &CreateOptions { slots: 64, hugepages: true, ..Default::default() })

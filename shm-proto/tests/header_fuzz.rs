@@ -10,7 +10,7 @@ use shm_proto::layout::{Geometry, MAGIC, PAGE};
 fn valid() -> (Vec<u8>, u64) {
     let f = VideoFormat::new(640, 480, PixelFormat::Nv12, 30, 1).unwrap();
     let g = Geometry::compute(8, f.frame_size, PAGE).unwrap();
-    let mut h = header::encode(&g, &f, &Identity { pid: 1, epoch: 2, start_unix_ns: 3 }, false);
+    let mut h = header::encode(&g, &f, &Identity { pid: 1, epoch: 2, start_unix_ns: 3 }, false, None);
     h.magic = MAGIC;
     (h.to_bytes().to_vec(), g.total_size)
 }

@@ -291,19 +291,20 @@ fn run() -> anyhow::Result<()> {
                     // Cannot happen: a frame comes only after an attach.
                     continue;
                 };
-                let data = frame.data();
-                let loaded = det.load(data);
                 // The grid is used only if the frame was intact while `load`
                 // read it. With --snapshots, `process_frame` reads it again on
                 // a track's new peak and checks it again after that copy.
-                if frame.is_intact() {
-                    if loaded {
-                        det.process_frame(meta.frame_id, meta.capture_ns, data, || frame.is_intact(), &mut events);
+                match frame.read(|data| det.load(data)) {
+                    Some(true) => {
+                        frame.read(|data| {
+                            det.process_frame(meta.frame_id, meta.capture_ns, data, || frame.is_intact(), &mut events)
+                        });
                     }
-                } else {
-                    // Counts the overrun (an overwritten slot stays overwritten).
-                    let _ = frame.validate();
-                    m.overruns.fetch_add(1, Ordering::Relaxed);
+                    Some(false) => {}
+                    // The reader counted the overrun.
+                    None => {
+                        m.overruns.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 processed += 1;
                 period_frames += 1;
