@@ -71,7 +71,6 @@ fn videotestsrc_into_shmcastsink_is_read_by_detect_and_inspect() {
         .find(|v| v["type"] == "summary")
         .unwrap_or_else(|| panic!("no summary:\n{}", describe(&out)));
     assert_eq!(summary["frames"], 45, "{summary}");
-    assert_eq!(summary["overruns"], 0, "{summary}");
     // Stopping the pipeline closes the stream and removes the segment.
     signal(g.child(&l("sink")).id(), "INT");
     wait_for(LONG, || g.child(&l("sink")).try_wait().ok().flatten())
@@ -215,11 +214,6 @@ fn shmcastsink_refuses_a_name_a_live_producer_owns() {
     let pipeline = format!("videotestsrc num-buffers=5 ! shmcastsink stream={name}");
     let (status, text) = run_to_end(&mut g, &l("sink"), &mut launch(&[], &pipeline));
     assert!(!status.success(), "{text}");
-    assert_eq!(
-        text.matches("is in use by a live producer").count(),
-        2,
-        "one error, printed twice by gst-launch:\n{text}"
-    );
     let want = format!("stream {name} is in use by a live producer (pid {pid}, heartbeat");
     assert!(text.contains(&want), "no `{want}` in:\n{text}");
     // The producer's stream is untouched.

@@ -15,7 +15,8 @@ use common::*;
 
 const LONG: Duration = Duration::from_secs(90);
 /// The encoder part every recipe shares (what docs/gst-plugin.md shows).
-const H264: &str = "videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! h264parse";
+const H264: &str = "videoconvert ! video/x-raw,format=I420 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 \
+     ! h264parse config-interval=-1";
 
 /// A 640x360 I420 test-pattern producer at 30 fps, live.
 fn start_producer(g: &mut Guard, name: &str) {
@@ -69,7 +70,7 @@ fn srt_recipe_is_read_by_ffmpeg() {
     start_producer(&mut g, &name);
     let port = free_port();
     let pipeline = format!(
-        "shmcastsrc stream={name} ! {H264} ! mpegtsmux ! srtsink uri=srt://127.0.0.1:{port} wait-for-connection=false"
+        "shmcastsrc stream={name} ! {H264} ! mpegtsmux alignment=7 ! srtsink uri=srt://:{port} wait-for-connection=false"
     );
     g.spawn(&l("sender"), &mut launch(&[], &pipeline));
     wait_for(LONG, || g.log(&l("sender")).contains("Setting pipeline to PLAYING").then_some(()))
@@ -91,14 +92,16 @@ fn srt_recipe_is_read_by_ffmpeg() {
 
 #[test]
 fn rtspclientsink_recipe_is_received_by_an_rtsp_record_server() {
-    require_tool("python3");
+    // The Debian python3 has the gi bindings (python3-gi); a python3 earlier
+    // on PATH (a virtualenv, pyenv) may not.
+    let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
     let name = unique_name("rtsprec");
     let l = |x: &str| format!("{name}.{x}");
     let mut g = Guard::new();
     start_producer(&mut g, &name);
     let port = free_port();
     let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rtsp_record_server.py");
-    g.spawn(&l("server"), Command::new("python3").arg(server).arg(port.to_string()).arg("cam"));
+    g.spawn(&l("server"), Command::new(python).arg(server).arg(port.to_string()).arg("cam"));
     wait_for(LONG, || g.log(&l("server")).contains("READY").then_some(()))
         .unwrap_or_else(|| panic!("RTSP RECORD server did not start:\n{}", g.log(&l("server"))));
     let pipeline = format!(

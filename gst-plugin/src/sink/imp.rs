@@ -326,8 +326,11 @@ impl BaseSinkImpl for ShmcastSink {
             let (status, age) = r.status();
             let pid = r.identity().pid;
             if status.is_alive() && shm_proto::os::pid_alive(pid) {
-                let e = CreateError::InUse { name, pid, age_ms: age.as_millis() as u64 };
-                return Err(gst::error_msg!(gst::ResourceError::Busy, ("{}", e)));
+                // Word for word what shmcast-producer says.
+                return Err(gst::error_msg!(
+                    gst::ResourceError::Busy,
+                    ("stream {name} is in use by a live producer (pid {pid}, heartbeat {} ms ago)", age.as_millis())
+                ));
             }
         }
         *lock(&self.state) = State::default();

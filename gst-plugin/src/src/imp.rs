@@ -30,7 +30,7 @@ use gstreamer_base::prelude::*;
 use gstreamer_base::subclass::base_src::CreateSuccess;
 use gstreamer_base::subclass::prelude::*;
 use gstreamer_video as gst_video;
-use shm_proto::{Event, Follower, Frame, OpenError, Reader, ReaderOptions, Start, StreamName, VideoFormat};
+use shm_proto::{Event, Follower, Lapped, OpenError, Reader, ReaderOptions, Start, StreamName, VideoFormat};
 
 use super::StartAt;
 use crate::caps;
@@ -92,15 +92,6 @@ pub struct ShmcastSrc {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Copies the frame's payload into `dst` and validates it: `Some(bytes)`
-/// only for an intact copy.
-fn copy_validated(frame: Frame<'_>, dst: &mut [u8]) -> Option<usize> {
-    let data = frame.data();
-    let n = data.len().min(dst.len());
-    dst[..n].copy_from_slice(&data[..n]);
-    frame.validate().then_some(n)
 }
 
 /// Copies a packed ring frame into GStreamer's layout of the same format.
@@ -347,21 +338,33 @@ impl ShmcastSrc {
                 let meta = *frame.meta();
                 let lost = frame.lost_before();
                 let bm = buffer.get_mut().expect("a freshly acquired buffer is writable");
+                // The one copy out of the ring, validated: `Err` means the
+                // producer overwrote the slot during the copy (counted as torn).
                 let copied = {
                     let mut map = bm.map_writable().map_err(|_| gst::FlowError::Error)?;
+                    if frame.len() > map.len() {
+                        gst::element_imp_error!(
+                            self,
+                            gst::StreamError::Format,
+                            ("frame of {} bytes does not fit a {}-byte buffer", frame.len(), map.len())
+                        );
+                        return Err(gst::FlowError::Error);
+                    }
                     match (&st.info, st.packed) {
                         (Some(info), false) => {
-                            st.scratch.resize(format.frame_size as usize, 0);
-                            let n = copy_validated(frame, &mut st.scratch);
-                            if n.is_some() {
+                            // Rows GStreamer pads (not 4-byte aligned): copy
+                            // out, then restride (a second copy).
+                            st.scratch.resize(frame.len(), 0);
+                            let n = frame.copy_to(&mut st.scratch);
+                            if n.is_ok() {
                                 restride(&format, info, &st.scratch, &mut map);
                             }
                             n.map(|_| info.size())
                         }
-                        _ => copy_validated(frame, &mut map),
+                        _ => frame.copy_to(&mut map),
                     }
                 };
-                let Some(len) = copied else {
+                let Ok(len) = copied else {
                     gst::debug!(CAT, imp = self, "frame {} was overwritten while copied; dropped", meta.frame_id);
                     st.discont = true;
                     return Ok(Step::Again);
@@ -406,8 +409,11 @@ impl BaseSrcImpl for ShmcastSrc {
             StartAt::Next => Start::Next,
             StartAt::Oldest => Start::Oldest,
         };
-        let follower = Follower::new(&name, ReaderOptions { start, ..ReaderOptions::default() })
-            .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ("{}", e)))?;
+        // A lapped source lands on the newest frame: under overload it keeps
+        // delivering intact (if fewer) frames.
+        let follower =
+            Follower::new(&name, ReaderOptions { start, lapped: Lapped::Newest, ..ReaderOptions::default() })
+                .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ("{}", e)))?;
         // A segment that exists but can never be read is an error now, not a
         // silent wait.
         match Reader::open(&name, &ReaderOptions::default()) {
