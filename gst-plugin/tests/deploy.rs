@@ -63,7 +63,7 @@ fn deploy_runs_a_supervised_pinned_gst_pipeline() {
     let out = deploy(&["start", "--dry-run", "--run-dir", &r, &c]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", describe(&out));
-    assert!(text.contains(&format!("gst-launch-1.0 -e shmcastsrc stream={name} ! videoconvert")), "{text}");
+    assert!(text.contains(&format!("gst-launch-1.0 -e shmcastsrc stream={name} '!' videoconvert")), "{text}");
     assert!(text.contains(&format!("GST_PLUGIN_PATH={}", bin_dir().display())), "{text}");
     assert!(text.contains("# pipeline-hls: restart=on-failure"), "{text}");
 
