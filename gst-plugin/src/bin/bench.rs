@@ -49,6 +49,10 @@ struct Cli {
     #[arg(long, default_value = "1920x1080,3840x2160", value_delimiter = ',')]
     sizes: Vec<String>,
 
+    /// Runs of each row, interleaved (A B C A B C ...); the table shows medians.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+
     /// Do not pin the sender to CPU 0 and the receivers to CPU 1.
     #[arg(long)]
     no_pin: bool,
@@ -113,8 +117,11 @@ impl Transport {
 }
 
 const STAMP_MAGIC: u64 = 0x5348_4d43_5354_4d50; // "SHMCSTMP"
-/// Slots of the ring, and frames of shmsink's area: the same slack for both.
+/// Slots of the ring.
 const SLOTS: u64 = 8;
+/// shmsink's area in frames (rounded up to a power of two of bytes: 64 MiB
+/// at 1080p RGB, 256 MiB at 4K — more slack than the ring's 8 slots).
+const SHM_FRAMES: u64 = 10;
 
 fn main() -> ExitCode {
     shmcast_common::main_wrapper("shmcast-gst-bench", run)
@@ -183,11 +190,11 @@ fn sender(transport: Transport, width: u32, height: u32, channel: &str) -> anyho
         Transport::ShmCopy => format!(
             "{src} ! identity drop-allocation=true ! shmsink name=out socket-path={channel} shm-size={} \
              wait-for-connection=false sync=false",
-            frame * SLOTS + 4096
+            (frame * SHM_FRAMES).next_power_of_two()
         ),
         Transport::ShmZeroCopy => format!(
             "{src} ! shmsink name=out socket-path={channel} shm-size={} wait-for-connection=false sync=false",
-            frame * SLOTS + 4096
+            (frame * SHM_FRAMES).next_power_of_two()
         ),
     };
     let p = play(&desc)?;
@@ -461,33 +468,75 @@ fn measure(cli: &Cli, transport: Transport, (w, h): (u32, u32), receivers: usize
     Ok(Row { size: format!("{w}x{h}"), transport, receivers, stalled: stall, send_fps, send_cpu_ms, recv: results })
 }
 
-fn print_row(r: &Row, base: Option<&Row>) {
-    let fps: Vec<f64> = r.recv.iter().map(|l| num(l, "frames") / num(l, "secs")).collect();
-    let mean = |k: &str| r.recv.iter().map(|l| num(l, k)).sum::<f64>() / r.recv.len().max(1) as f64;
-    let recv_fps = fps.iter().sum::<f64>() / fps.len().max(1) as f64;
-    let cpu_ms =
-        r.recv.iter().map(|l| num(l, "cpu") * 1000.0 / num(l, "frames")).sum::<f64>() / r.recv.len().max(1) as f64;
-    let incomplete = r.recv.iter().any(|l| !l.contains("\"complete\":true"));
-    let ratio = base.map(|b| {
-        let bf: Vec<f64> = b.recv.iter().map(|l| num(l, "frames") / num(l, "secs")).collect();
-        recv_fps / (bf.iter().sum::<f64>() / bf.len().max(1) as f64)
-    });
+/// The figures of one run of a row.
+#[derive(Clone, Copy, Default)]
+struct Figures {
+    send_fps: f64,
+    recv_fps: f64,
+    p50: f64,
+    p99: f64,
+    send_cpu_ms: f64,
+    recv_cpu_ms: f64,
+    gaps: f64,
+    torn: f64,
+    complete: bool,
+}
+
+fn figures(r: &Row) -> Figures {
+    let n = r.recv.len().max(1) as f64;
+    let mean = |f: &dyn Fn(&str) -> f64| r.recv.iter().map(|l| f(l)).sum::<f64>() / n;
+    Figures {
+        send_fps: r.send_fps,
+        recv_fps: mean(&|l| num(l, "frames") / num(l, "secs")),
+        p50: mean(&|l| num(l, "p50_us")),
+        p99: mean(&|l| num(l, "p99_us")),
+        send_cpu_ms: r.send_cpu_ms,
+        recv_cpu_ms: mean(&|l| num(l, "cpu") * 1000.0 / num(l, "frames")),
+        gaps: mean(&|l| num(l, "gaps")),
+        torn: mean(&|l| num(l, "torn")),
+        complete: r.recv.iter().all(|l| l.contains("\"complete\":true")),
+    }
+}
+
+/// The median of each figure over the runs of a row (NaN sorts last).
+fn median(runs: &[Figures]) -> Figures {
+    let m = |f: fn(&Figures) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(|a, b| a.is_nan().cmp(&b.is_nan()).then(a.total_cmp(b)));
+        let finite = v.iter().filter(|x| !x.is_nan()).count();
+        if finite == 0 { f64::NAN } else { v[(finite - 1) / 2] }
+    };
+    Figures {
+        send_fps: m(|f| f.send_fps),
+        recv_fps: m(|f| f.recv_fps),
+        p50: m(|f| f.p50),
+        p99: m(|f| f.p99),
+        send_cpu_ms: m(|f| f.send_cpu_ms),
+        recv_cpu_ms: m(|f| f.recv_cpu_ms),
+        gaps: m(|f| f.gaps),
+        torn: m(|f| f.torn),
+        complete: runs.iter().all(|f| f.complete),
+    }
+}
+
+fn print_row(r: &Row, f: &Figures, base: Option<&Figures>) {
+    let ratio = base.map(|b| f.recv_fps / b.recv_fps);
     println!(
         "| {} | {} | {}{} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} |{}",
         r.size,
         r.transport.label(),
         r.receivers,
         if r.stalled { " + 1 stopped" } else { "" },
-        r.send_fps,
-        recv_fps,
+        f.send_fps,
+        f.recv_fps,
         ratio.map_or("".into(), |x| format!("{x:.2}x")),
-        mean("p50_us"),
-        mean("p99_us"),
-        r.send_cpu_ms,
-        cpu_ms,
-        mean("gaps"),
-        mean("torn"),
-        if incomplete { " (receiver did not finish: no frames)" } else { "" },
+        f.p50,
+        f.p99,
+        f.send_cpu_ms,
+        f.recv_cpu_ms,
+        f.gaps,
+        f.torn,
+        if f.complete { "" } else { " (a receiver got no frames)" },
     );
 }
 
@@ -502,8 +551,10 @@ fn orchestrate(cli: &Cli) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "# shmcast-gst-bench: videotestsrc pattern=solid-color RGB, sync=false; {} s per receiver; {}; {} CPUs; load {}",
+        "# shmcast-gst-bench: videotestsrc pattern=solid-color RGB, sync=false; {} s per receiver, medians of {} \
+         interleaved runs; {}; {} CPUs; load {}",
         cli.secs,
+        cli.reps.max(1),
         if cli.no_pin { "unpinned".to_string() } else { "sender on CPU 0, receivers on CPU 1".to_string() },
         cpus,
         std::fs::read_to_string("/proc/loadavg")
@@ -515,7 +566,10 @@ fn orchestrate(cli: &Cli) -> anyhow::Result<()> {
     );
     println!(
         "# rx fps is per receiver; ratio = rx fps / shm copy rx fps; latency = stamp written on the sink's pad -> \
-         receiver's fakesink; CPU = user+system ms per frame; gaps = frames a receiver never got"
+         receiver's fakesink; CPU = user+system ms per frame; gaps = frames a receiver never got; torn = shmcastsrc \
+         copies dropped (overwritten during the copy). shmcastsrc copies every frame out of the ring; shmsrc hands \
+         out the shared area and its receiver reads only the stamp. shmsink waits for its slowest receiver; \
+         shmcastsink never waits (a slow receiver loses frames, counted as gaps)."
     );
     println!(
         "| size | transport | receivers | tx fps | rx fps | ratio | p50 µs | p99 µs | tx CPU ms/frame | rx CPU ms/frame | gaps | torn |"
@@ -523,12 +577,20 @@ fn orchestrate(cli: &Cli) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &size in &sizes {
         for receivers in [1, 2] {
-            let mut rows = Vec::new();
-            for t in [Transport::ShmCopy, Transport::ShmZeroCopy, Transport::Shmcast] {
-                rows.push(measure(cli, t, size, receivers, false)?);
+            let transports = [Transport::ShmCopy, Transport::ShmZeroCopy, Transport::Shmcast];
+            let mut runs: Vec<Vec<(Row, Figures)>> = Vec::new();
+            runs.resize_with(transports.len(), Vec::new);
+            for _ in 0..cli.reps.max(1) {
+                for (i, t) in transports.iter().enumerate() {
+                    let row = measure(cli, *t, size, receivers, false)?;
+                    let f = figures(&row);
+                    runs[i].push((row, f));
+                }
             }
-            for r in &rows {
-                print_row(r, Some(&rows[0]));
+            let medians: Vec<Figures> =
+                runs.iter().map(|r| median(&r.iter().map(|(_, f)| *f).collect::<Vec<_>>())).collect();
+            for (i, r) in runs.iter().enumerate() {
+                print_row(&r[0].0, &medians[i], Some(&medians[0]));
             }
         }
     }
@@ -544,7 +606,7 @@ fn orchestrate(cli: &Cli) -> anyhow::Result<()> {
         let size = sizes[0];
         for t in [Transport::ShmCopy, Transport::Shmcast] {
             let r = measure(cli, t, size, 1, true)?;
-            print_row(&r, None);
+            print_row(&r, &figures(&r), None);
         }
     }
     Ok(())
