@@ -506,7 +506,7 @@ impl BaseSrcImpl for ShmcastSrc {
     }
 
     fn unlock(&self) -> Result<(), gst::ErrorMessage> {
-        // SeqCst not needed: a standalone flag `create` polls every POLL.
+        // Relaxed: a standalone flag `create` polls at least every POLL; no data is published through it.
         self.flushing.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -539,6 +539,7 @@ impl PushSrcImpl for ShmcastSrc {
                     gst::info!(CAT, imp = self, "negotiating {new_caps}");
                     if !self.obj().negotiate() {
                         if self.flushing.load(Ordering::Relaxed) {
+                            // Relaxed: see `unlock`.
                             return Err(gst::FlowError::Flushing);
                         }
                         gst::element_imp_error!(
