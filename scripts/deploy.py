@@ -6,9 +6,9 @@
     scripts/deploy.sh status [--json] [--run-dir DIR] CONFIG.toml
 
 `start` launches a small supervisor (a daemon, one per stream) that starts the
-producer, the detector, the RTSP bridge and any `[[pipeline]]` (a
-`gst-launch-1.0` line, typically `shmcastsrc` feeding SRT, an RTSP server, HLS
-or rolling MP4 files) as the config says, each pinned to
+producer, the detector, the RTSP bridge, the recorder and any `[[pipeline]]`
+(a `gst-launch-1.0` line, typically `shmcastsrc` feeding SRT, an RTSP server,
+HLS or rolling MP4 files) as the config says, each pinned to
 its CPUs / NUMA node with numactl (or taskset where numactl or NUMA is
 absent), restarts a process that fails with exponential backoff, and keeps
 logs, pid files and a state file in the run directory. `stop` asks the
@@ -41,10 +41,15 @@ except ImportError:  # Python < 3.11
     sys.exit("deploy: error: Python 3.11 or newer is needed (for tomllib); found " + sys.version.split()[0])
 
 PROG = "deploy"
-ROLES = ("producer", "detect", "rtsp")
-BINARIES = {"producer": "shmcast-producer", "detect": "shmcast-detect", "rtsp": "shmcast-rtsp"}
+ROLES = ("producer", "detect", "rtsp", "record")
+BINARIES = {
+    "producer": "shmcast-producer",
+    "detect": "shmcast-detect",
+    "rtsp": "shmcast-rtsp",
+    "record": "shmcast-record",
+}
 # Consumers stop first so they do not log a vanished producer on the way out.
-STOP_ORDER = ("rtsp", "detect", "producer")
+STOP_ORDER = ("record", "rtsp", "detect", "producer")
 # A [[pipeline]] process is role "pipeline-<name>", run by gst-launch-1.0.
 PIPELINE = "pipeline-"
 GST_LAUNCH = "gst-launch-1.0"
@@ -168,6 +173,10 @@ def load_config(path: Path) -> dict:
         if role == "rtsp":
             p["listen"] = _get(t, "listen", str, "127.0.0.1:8554", w)
             p["mount"] = _get(t, "mount", str, f"/{name}", w)
+        if role == "record":
+            p["dir"] = _get(t, "dir", str, None, w)
+            if not p["dir"]:
+                raise ConfigError("record.dir is required (the recording directory)")
         if role.startswith(PIPELINE):
             launch = _get(t, "launch", str, None, w)
             if not launch or not launch.strip():
@@ -179,7 +188,7 @@ def load_config(path: Path) -> dict:
                 raise ConfigError(f"{w}launch cannot be split into arguments: {e}")
         procs[role] = p
     if not procs:
-        raise ConfigError("no process to run: add a [producer], [detect], [rtsp] or [[pipeline]] section")
+        raise ConfigError("no process to run: add a [producer], [detect], [rtsp], [record] or [[pipeline]] section")
     return {"stream": stream, "run": run, "procs": procs, "path": str(path)}
 
 
@@ -301,6 +310,8 @@ def command(cfg: dict, role: str, warn) -> list[str]:
             cmd += ["--group", s["group"]]
     elif role == "rtsp":
         cmd += ["--listen", p["listen"], "--mount", p["mount"]]
+    elif role == "record":
+        cmd += ["--dir", p["dir"]]
     if p["metrics"]:
         cmd += ["--metrics", p["metrics"]]
     return placement(p, warn) + cmd + p["args"]

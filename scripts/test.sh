@@ -36,3 +36,6 @@ echo "== benchmark smoke"
 ./target/release/shmcast-bench --quick
 ./target/release/shmcast-gst-bench --secs 0.5 --sizes 640x360 --no-stall
 cargo bench -p shm-proto --bench ring -- --test
+
+echo "== python"
+bash scripts/python-test.sh --bench

@@ -42,6 +42,8 @@ fn dry_run_prints_numactl_commands_for_the_example() {
         format!("numactl --physcpubind=1 --membind=0 -- {}/shmcast-detect --name cam0 ", b.display()),
         format!("numactl --physcpubind=1 --membind=0 -- {}/shmcast-rtsp --name cam0 ", b.display()),
         "--listen 127.0.0.1:8554 --mount /cam0 --metrics 127.0.0.1:9103".to_string(),
+        format!("numactl --physcpubind=1 --membind=0 -- {}/shmcast-record --name cam0 ", b.display()),
+        "--dir /tmp/cam0.rec --metrics 127.0.0.1:9104".to_string(),
     ];
     for e in &expect {
         assert!(text.contains(e), "dry run lacks `{e}`:\n{text}");
