@@ -464,7 +464,11 @@ fn measure(cli: &Cli, transport: Transport, (w, h): (u32, u32), receivers: usize
     }
     drop(recvs);
     drop(sender);
+    // The sender was killed: remove what it left (its socket, or its segment).
     let _ = std::fs::remove_file(&channel);
+    if transport == Transport::Shmcast {
+        let _ = std::fs::remove_file(shm_proto::segment::default_dir().join(format!("shmcast.{channel}")));
+    }
     Ok(Row { size: format!("{w}x{h}"), transport, receivers, stalled: stall, send_fps, send_cpu_ms, recv: results })
 }
 
