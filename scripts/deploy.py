@@ -6,7 +6,9 @@
     scripts/deploy.sh status [--json] [--run-dir DIR] CONFIG.toml
 
 `start` launches a small supervisor (a daemon, one per stream) that starts the
-producer, the detector, the RTSP bridge and the recorder as the config says, each pinned to
+producer, the detector, the RTSP bridge, the recorder and any `[[pipeline]]`
+(a `gst-launch-1.0` line, typically `shmcastsrc` feeding SRT, an RTSP server,
+HLS or rolling MP4 files) as the config says, each pinned to
 its CPUs / NUMA node with numactl (or taskset where numactl or NUMA is
 absent), restarts a process that fails with exponential backoff, and keeps
 logs, pid files and a state file in the run directory. `stop` asks the
@@ -48,6 +50,10 @@ BINARIES = {
 }
 # Consumers stop first so they do not log a vanished producer on the way out.
 STOP_ORDER = ("record", "rtsp", "detect", "producer")
+# A [[pipeline]] process is role "pipeline-<name>", run by gst-launch-1.0.
+PIPELINE = "pipeline-"
+GST_LAUNCH = "gst-launch-1.0"
+PLUGIN = "libgstshmcast.so"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 CPUS_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 REPO = Path(__file__).resolve().parent.parent
@@ -81,7 +87,7 @@ def load_config(path: Path) -> dict:
         raise ConfigError(f"cannot read config {path}: not found")
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config {path} is not valid TOML: {e}")
-    known = {"stream", "run", *ROLES}
+    known = {"stream", "run", "pipeline", *ROLES}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"unknown section(s) [{', '.join(sorted(unknown))}] (expected {', '.join(sorted(known))})")
@@ -116,11 +122,22 @@ def load_config(path: Path) -> dict:
     if not 0 < run["backoff_min"] <= run["backoff_max"]:
         raise ConfigError("run.backoff_min must be > 0 and <= run.backoff_max")
     procs = {}
-    for role in ROLES:
-        t = raw.get(role)
+    tables = [(role, f"{role}.", raw.get(role)) for role in ROLES]
+    pipelines = raw.get("pipeline", [])
+    if not isinstance(pipelines, list):
+        raise ConfigError("pipelines are [[pipeline]] tables (an array), not a [pipeline] table")
+    for i, t in enumerate(pipelines):
+        if not isinstance(t, dict):
+            raise ConfigError(f"[[pipeline]] #{i + 1} must be a table")
+        pname = _get(t, "name", str, None, f"pipeline[{i}].")
+        if pname is None or not NAME_RE.match(pname):
+            raise ConfigError(f"pipeline[{i}].name must match [A-Za-z0-9_.-]{{1,64}}, found {pname!r}")
+        if PIPELINE + pname in {r for r, _, _ in tables}:
+            raise ConfigError(f"two [[pipeline]] sections are named {pname!r}")
+        tables.append((PIPELINE + pname, f"pipeline.{pname}.", t))
+    for role, w, t in tables:
         if t is None:
             continue
-        w = f"{role}."
         if not isinstance(t, dict):
             raise ConfigError(f"[{role}] must be a table")
         if not _get(t, "enabled", bool, True, w):
@@ -160,9 +177,18 @@ def load_config(path: Path) -> dict:
             p["dir"] = _get(t, "dir", str, None, w)
             if not p["dir"]:
                 raise ConfigError("record.dir is required (the recording directory)")
+        if role.startswith(PIPELINE):
+            launch = _get(t, "launch", str, None, w)
+            if not launch or not launch.strip():
+                raise ConfigError(f"{w}launch must be a gst-launch-1.0 pipeline description")
+            try:
+                # {stream} stands for the stream name.
+                p["launch"] = shlex.split(launch.replace("{stream}", name))
+            except ValueError as e:
+                raise ConfigError(f"{w}launch cannot be split into arguments: {e}")
         procs[role] = p
     if not procs:
-        raise ConfigError("no process to run: add a [producer], [detect], [rtsp] or [record] section")
+        raise ConfigError("no process to run: add a [producer], [detect], [rtsp], [record] or [[pipeline]] section")
     return {"stream": stream, "run": run, "procs": procs, "path": str(path)}
 
 
@@ -227,7 +253,28 @@ def placement(p: dict, warn) -> list[str]:
     return ["taskset", "-c", cpus]
 
 
+def exe_name(role: str) -> str:
+    return GST_LAUNCH if role.startswith(PIPELINE) else BINARIES[role]
+
+
+def bin_dir(cfg: dict) -> Path | None:
+    d = os.environ.get("SHMCAST_BIN_DIR") or cfg["run"]["bin_dir"]
+    if not d:
+        local = REPO / "target" / "release"
+        return local if local.is_dir() else None
+    d = Path(d)
+    return d if d.is_absolute() else Path(cfg["path"]).resolve().parent / d
+
+
+def plugin_dir(cfg: dict) -> str | None:
+    """The directory of this checkout's (or run.bin_dir's) libgstshmcast.so, if built."""
+    d = bin_dir(cfg)
+    return str(d) if d is not None and (d / PLUGIN).is_file() else None
+
+
 def binary(cfg: dict, role: str) -> str:
+    if role.startswith(PIPELINE):
+        return shutil.which(GST_LAUNCH) or GST_LAUNCH
     name = BINARIES[role]
     bin_dir = os.environ.get("SHMCAST_BIN_DIR") or cfg["run"]["bin_dir"]
     if bin_dir:
@@ -246,6 +293,9 @@ def binary(cfg: dict, role: str) -> str:
 
 def command(cfg: dict, role: str, warn) -> list[str]:
     s, p = cfg["stream"], cfg["procs"][role]
+    if role.startswith(PIPELINE):
+        # -e: SIGINT sends EOS first, so recordings are finalised.
+        return placement(p, warn) + [binary(cfg, role), "-e"] + p["launch"]
     cmd = [binary(cfg, role), "--name", s["name"], "--log-level", cfg["run"]["log_level"]]
     if role == "producer":
         cmd += ["--source", p["source"], "--width", str(s["width"]), "--height", str(s["height"])]
@@ -265,6 +315,18 @@ def command(cfg: dict, role: str, warn) -> list[str]:
     if p["metrics"]:
         cmd += ["--metrics", p["metrics"]]
     return placement(p, warn) + cmd + p["args"]
+
+
+def environment(cfg: dict, role: str) -> dict[str, str]:
+    """Variables set for a process on top of the supervisor's: a pipeline
+    finds the shmcast plugin of this checkout through GST_PLUGIN_PATH."""
+    env = {}
+    plugins = plugin_dir(cfg)
+    if role.startswith(PIPELINE) and plugins:
+        old = os.environ.get("GST_PLUGIN_PATH")
+        env["GST_PLUGIN_PATH"] = plugins + (f":{old}" if old else "")
+    env.update(cfg["procs"][role]["env"])
+    return env
 
 
 def run_dir(cfg: dict, override: str | None) -> Path:
@@ -370,19 +432,18 @@ class Supervisor:
         self.cfg, self.rdir = cfg, rdir
         self.stopping = False
         self.procs: dict[str, dict] = {}
-        for role in ROLES:
-            if role in cfg["procs"]:
-                self.procs[role] = {
-                    "popen": None,
-                    "pid": None,
-                    "started": None,
-                    "restarts": 0,
-                    "last_exit": None,
-                    "next_start": 0.0,
-                    "backoff": cfg["run"]["backoff_min"],
-                    "done": False,
-                    "cmd": command(cfg, role, lambda m: log(f"warning: {m}")),
-                }
+        for role in cfg["procs"]:
+            self.procs[role] = {
+                "popen": None,
+                "pid": None,
+                "started": None,
+                "restarts": 0,
+                "last_exit": None,
+                "next_start": 0.0,
+                "backoff": cfg["run"]["backoff_min"],
+                "done": False,
+                "cmd": command(cfg, role, lambda m: log(f"warning: {m}")),
+            }
 
     def on_signal(self, signum, _frame):
         self.stopping = True
@@ -394,7 +455,7 @@ class Supervisor:
         env = dict(os.environ)
         # Plain log files: tracing writes colour codes unless told not to.
         env.setdefault("NO_COLOR", "1")
-        env.update(p["env"])
+        env.update(environment(self.cfg, role))
         try:
             child = subprocess.Popen(
                 st["cmd"], stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
@@ -466,7 +527,7 @@ class Supervisor:
 
     def stop_all(self) -> None:
         timeout = self.cfg["run"]["stop_timeout"]
-        for role in STOP_ORDER:
+        for role in stop_order(self.cfg):
             st = self.procs.get(role)
             if not st or st["popen"] is None:
                 continue
@@ -517,9 +578,15 @@ class Supervisor:
 # ---------------------------------------------------------------- commands
 
 
+def stop_order(cfg: dict) -> list[str]:
+    """Pipelines first (they read the ring), then the consumers, the producer last."""
+    pipes = [r for r in cfg["procs"] if r.startswith(PIPELINE)]
+    return pipes + [r for r in STOP_ORDER if r in cfg["procs"]]
+
+
 def cmd_start(cfg: dict, rdir: Path, dry_run: bool) -> int:
     warnings: list[str] = []
-    cmds = {role: command(cfg, role, warnings.append) for role in ROLES if role in cfg["procs"]}
+    cmds = {role: command(cfg, role, warnings.append) for role in cfg["procs"]}
     if dry_run:
         print(f"# shmcast stream {cfg['stream']['name']} from {cfg['path']}")
         print(f"# run dir {rdir}; logs {rdir}/<process>.log; pid files {rdir}/<process>.pid")
@@ -527,13 +594,16 @@ def cmd_start(cfg: dict, rdir: Path, dry_run: bool) -> int:
             print(f"# warning: {w}")
         for role, cmd in cmds.items():
             p = cfg["procs"][role]
-            env = " ".join(f"{k}={shlex.quote(v)}" for k, v in p["env"].items())
+            env = " ".join(f"{k}={shlex.quote(v)}" for k, v in environment(cfg, role).items())
             print(f"# {role}: restart={p['restart']}")
             print((f"env {env} " if env else "") + shlex.join(cmd))
         return 0
     for w in dict.fromkeys(warnings):
         print(f"{PROG}: warning: {w}", file=sys.stderr)
     missing = [exe for exe in (binary(cfg, r) for r in cmds) if not os.access(exe, os.X_OK)]
+    if any(r.startswith(PIPELINE) for r in cmds) and not plugin_dir(cfg):
+        print(f"{PROG}: note: {PLUGIN} is not built in {bin_dir(cfg)}; pipelines use the installed shmcast plugin "
+              f"(build with `cargo build --release -p gst-plugin-shmcast`)", file=sys.stderr)
     if missing:
         print(f"{PROG}: error: binary not found or not executable: {', '.join(missing)} "
               f"(build with `cargo build --release --workspace`, or set SHMCAST_BIN_DIR / run.bin_dir)",
@@ -615,9 +685,9 @@ def cmd_stop(cfg: dict, rdir: Path, timeout: float | None) -> int:
     # Whatever is left (a supervisor killed with SIGKILL leaves its children):
     # signal the processes named in the pid files, if they still are ours.
     leftovers = []
-    for role in STOP_ORDER:
+    for role in stop_order(cfg):
         pid = read_pid(rdir / f"{role}.pid")
-        if pid and pid_runs(pid, BINARIES[role]):
+        if pid and pid_runs(pid, exe_name(role)):
             os.kill(pid, signal.SIGTERM)
             leftovers.append((role, pid))
     deadline = time.monotonic() + timeout
@@ -628,7 +698,7 @@ def cmd_stop(cfg: dict, rdir: Path, timeout: float | None) -> int:
         if pid_alive(pid):
             print(f"{PROG}: {role} pid {pid} ignored SIGTERM for {timeout:.0f} s: SIGKILL", file=sys.stderr)
             os.kill(pid, signal.SIGKILL)
-    for role in ROLES:
+    for role in cfg["procs"]:
         (rdir / f"{role}.pid").unlink(missing_ok=True)
     if "producer" in cfg["procs"]:
         remove_stale_segment(name, print)

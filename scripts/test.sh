@@ -35,8 +35,14 @@ hugepages_reserve 160
 trap hugepages_release EXIT
 
 echo "== tests"
-# Runs as root: record/tests mounts a small tmpfs for the full-disk test.
-cargo test --workspace --release -- --test-threads=2
+cargo test --workspace --release --exclude gst-plugin-shmcast -- --test-threads=2
+
+# The GStreamer elements through the real gst-launch-1.0 / gst-inspect-1.0
+# (GST_PLUGIN_PATH=target/release), with the workspace binaries built above
+# and real receivers (ffmpeg SRT, gst-rtsp-server RECORD, ffprobe).
+echo "== GStreamer plugin"
+cargo build --release -p gst-plugin-shmcast
+cargo test --release -p gst-plugin-shmcast -- --test-threads=2
 
 echo "== web page in a real browser"
 # The browser test's own virtualenv (Selenium only), separate from any other.
@@ -54,6 +60,7 @@ RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
 
 echo "== benchmark smoke"
 ./target/release/shmcast-bench --quick
+./target/release/shmcast-gst-bench --secs 0.5 --sizes 640x360 --no-stall
 cargo bench -p shm-proto --bench ring -- --test
 
 echo "== python"

@@ -1,0 +1,617 @@
+//! shmcast-gst-bench: `shmcastsink` → `shmcastsrc` against GStreamer's own
+//! `shmsink` → `shmsrc`, with the same source and receivers, in one run.
+//!
+//! The sender is `videotestsrc pattern=solid-color` (RGB, unsynchronised);
+//! every receiver is a separate process ending in `fakesink sync=false`. A pad
+//! probe on the sending element's sink pad writes a stamp (frame number and
+//! `CLOCK_REALTIME`) into the first bytes of each frame; a probe on each
+//! receiver's `fakesink` reads it, so latency is publish → buffer in the
+//! receiver's pipeline and losses are gaps in the frame numbers. CPU per
+//! frame is each process's user+system time over its frames.
+//!
+//! Rows: `shmcast` (the sink copies each frame into the ring, each
+//! `shmcastsrc` copies it out into a pooled buffer and validates it);
+//! `shm copy` (`identity drop-allocation=true` makes `shmsink` copy each
+//! frame into its area, as it must for a camera or any source owning its
+//! buffers; `shmsrc` hands out the area without copying); `shm zero-copy`
+//! (`videotestsrc` renders straight into shmsink's area).
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+/// Compare shmcastsink → shmcastsrc with shmsink → shmsrc: frames/s,
+/// publish → receiver latency and CPU per frame, 1080p and 4K RGB, 1 and 2
+/// receivers; then a stalled receiver under each.
+///
+/// Examples:
+///   shmcast-gst-bench
+///   shmcast-gst-bench --secs 5 --sizes 1920x1080
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    role: Option<Role>,
+
+    /// Seconds each receiver measures.
+    #[arg(long, default_value_t = 3.0, global = true)]
+    secs: f64,
+
+    /// Frame sizes (WxH, comma-separated).
+    #[arg(long, default_value = "1920x1080,3840x2160", value_delimiter = ',')]
+    sizes: Vec<String>,
+
+    /// Runs of each row, interleaved (A B C A B C ...); the table shows medians.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+
+    /// Do not pin the sender to CPU 0 and the receivers to CPU 1.
+    #[arg(long)]
+    no_pin: bool,
+
+    /// Skip the stalled-receiver runs.
+    #[arg(long)]
+    no_stall: bool,
+
+    /// Log level (GStreamer warnings go to stderr).
+    #[arg(long, default_value = "warn", global = true)]
+    log_level: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Role {
+    /// (internal) run the sending pipeline; prints one JSON line per 100 ms.
+    Sender {
+        #[arg(long)]
+        transport: Transport,
+        #[arg(long)]
+        width: u32,
+        #[arg(long)]
+        height: u32,
+        #[arg(long)]
+        channel: String,
+    },
+    /// (internal) run one receiving pipeline; prints one JSON result line.
+    Receiver {
+        #[arg(long)]
+        transport: Transport,
+        #[arg(long)]
+        width: u32,
+        #[arg(long)]
+        height: u32,
+        #[arg(long)]
+        channel: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Transport {
+    Shmcast,
+    ShmCopy,
+    ShmZeroCopy,
+}
+
+impl Transport {
+    fn label(self) -> &'static str {
+        match self {
+            Transport::Shmcast => "shmcast",
+            Transport::ShmCopy => "shm copy",
+            Transport::ShmZeroCopy => "shm zero-copy",
+        }
+    }
+    fn arg(self) -> &'static str {
+        match self {
+            Transport::Shmcast => "shmcast",
+            Transport::ShmCopy => "shm-copy",
+            Transport::ShmZeroCopy => "shm-zero-copy",
+        }
+    }
+}
+
+const STAMP_MAGIC: u64 = 0x5348_4d43_5354_4d50; // "SHMCSTMP"
+/// Slots of the ring.
+const SLOTS: u64 = 8;
+/// shmsink's area in frames (rounded up to a power of two of bytes: 64 MiB
+/// at 1080p RGB, 256 MiB at 4K — more slack than the ring's 8 slots).
+const SHM_FRAMES: u64 = 10;
+
+fn main() -> ExitCode {
+    shmcast_common::main_wrapper("shmcast-gst-bench", run)
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    shmcast_common::init_logging(&cli.log_level)?;
+    match cli.role {
+        Some(Role::Sender { transport, width, height, ref channel }) => sender(transport, width, height, channel),
+        Some(Role::Receiver { transport, width, height, ref channel }) => {
+            receiver(transport, width, height, channel, cli.secs)
+        }
+        None => orchestrate(&cli),
+    }
+}
+
+/// User+system CPU seconds of this process.
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(") ")?.1;
+            let mut it = rest.split_whitespace().skip(11);
+            let utime: u64 = it.next()?.parse().ok()?;
+            let stime: u64 = it.next()?.parse().ok()?;
+            // USER_HZ is 100 on Linux.
+            Some((utime + stime) as f64 / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+fn init_gst() -> anyhow::Result<()> {
+    gst::init().context("cannot initialise GStreamer")?;
+    gstshmcast::plugin_register_static().context("cannot register the shmcast elements")?;
+    Ok(())
+}
+
+fn caps(width: u32, height: u32) -> String {
+    format!("video/x-raw,format=RGB,width={width},height={height},framerate=0/1")
+}
+
+fn play(desc: &str) -> anyhow::Result<gst::Pipeline> {
+    let p = gst::parse::launch(desc)
+        .with_context(|| format!("cannot parse {desc}"))?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| anyhow!("not a pipeline"))?;
+    p.set_state(gst::State::Playing).map_err(|_| anyhow!("cannot start {desc}"))?;
+    Ok(p)
+}
+
+fn bus_error(p: &gst::Pipeline) -> Option<String> {
+    let msg = p.bus()?.pop_filtered(&[gst::MessageType::Error])?;
+    match msg.view() {
+        gst::MessageView::Error(e) => Some(e.error().to_string()),
+        _ => None,
+    }
+}
+
+fn sender(transport: Transport, width: u32, height: u32, channel: &str) -> anyhow::Result<()> {
+    init_gst()?;
+    let frame = u64::from(width) * u64::from(height) * 3;
+    let src = format!("videotestsrc pattern=solid-color foreground-color=0xff336699 ! {}", caps(width, height));
+    let desc = match transport {
+        Transport::Shmcast => format!("{src} ! shmcastsink name=out stream={channel} slots={SLOTS} sync=false"),
+        Transport::ShmCopy => format!(
+            "{src} ! identity drop-allocation=true ! shmsink name=out socket-path={channel} shm-size={} \
+             wait-for-connection=false sync=false",
+            (frame * SHM_FRAMES).next_power_of_two()
+        ),
+        Transport::ShmZeroCopy => format!(
+            "{src} ! shmsink name=out socket-path={channel} shm-size={} wait-for-connection=false sync=false",
+            (frame * SHM_FRAMES).next_power_of_two()
+        ),
+    };
+    let p = play(&desc)?;
+    let count = Arc::new(Mutex::new(0u64));
+    let out = p.by_name("out").context("no sink")?;
+    let pad = out.static_pad("sink").context("no sink pad")?;
+    {
+        let count = Arc::clone(&count);
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(buf) = info.buffer_mut() {
+                let n = {
+                    let mut c = count.lock().unwrap();
+                    *c += 1;
+                    *c
+                };
+                let b = buf.make_mut();
+                if let Ok(mut map) = b.map_writable() {
+                    map[..8].copy_from_slice(&STAMP_MAGIC.to_ne_bytes());
+                    map[8..16].copy_from_slice(&n.to_ne_bytes());
+                    map[16..24].copy_from_slice(&shm_proto::os::realtime_ns().to_ne_bytes());
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    // Report progress until killed.
+    let start = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(e) = bus_error(&p) {
+            let _ = p.set_state(gst::State::Null);
+            bail!("sender pipeline error: {e}");
+        }
+        let frames = *count.lock().unwrap();
+        println!("{{\"t\":{:.3},\"frames\":{frames},\"cpu\":{:.3}}}", start.elapsed().as_secs_f64(), cpu_seconds());
+    }
+}
+
+#[derive(Default)]
+struct Recv {
+    frames: u64,
+    gaps: u64,
+    last: Option<u64>,
+    lat_us: Vec<f64>,
+    first: Option<(Instant, f64)>,
+}
+
+fn receiver(transport: Transport, width: u32, height: u32, channel: &str, secs: f64) -> anyhow::Result<()> {
+    init_gst()?;
+    let desc = match transport {
+        Transport::Shmcast => format!("shmcastsrc stream={channel} ! fakesink name=out sync=false"),
+        _ => format!(
+            "shmsrc socket-path={channel} is-live=true ! {} ! fakesink name=out sync=false",
+            caps(width, height)
+        ),
+    };
+    let p = play(&desc)?;
+    let state = Arc::new(Mutex::new(Recv::default()));
+    let pad = p.by_name("out").context("no fakesink")?.static_pad("sink").context("no sink pad")?;
+    {
+        let state = Arc::clone(&state);
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let now = shm_proto::os::realtime_ns();
+            if let Some(buf) = info.buffer()
+                && let Ok(map) = buf.map_readable()
+                && map.len() >= 24
+                && map[..8] == STAMP_MAGIC.to_ne_bytes()
+            {
+                let n = u64::from_ne_bytes(map[8..16].try_into().unwrap());
+                let t = u64::from_ne_bytes(map[16..24].try_into().unwrap());
+                let mut s = state.lock().unwrap();
+                if s.first.is_none() {
+                    s.first = Some((Instant::now(), cpu_seconds()));
+                }
+                s.frames += 1;
+                if let Some(l) = s.last
+                    && n > l + 1
+                {
+                    s.gaps += n - l - 1;
+                }
+                s.last = Some(n);
+                s.lat_us.push(now.saturating_sub(t) as f64 / 1000.0);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(secs + 10.0);
+    let result = loop {
+        std::thread::sleep(Duration::from_millis(20));
+        if let Some(e) = bus_error(&p) {
+            let _ = p.set_state(gst::State::Null);
+            bail!("receiver pipeline error: {e}");
+        }
+        let s = state.lock().unwrap();
+        if let Some((t0, _)) = s.first
+            && t0.elapsed().as_secs_f64() >= secs
+        {
+            break Some(());
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+    };
+    let (lost, torn) = match transport {
+        Transport::Shmcast => {
+            let st = p.by_name("shmcastsrc0").map(|e| e.property::<gst::Structure>("stats"));
+            let g = |k: &str| st.as_ref().and_then(|s| s.get::<u64>(k).ok()).unwrap_or(0);
+            (g("lost"), g("torn"))
+        }
+        _ => (0, 0),
+    };
+    let mut s = state.lock().unwrap();
+    let cpu_now = cpu_seconds();
+    let (elapsed, cpu) = s.first.map_or((0.0, 0.0), |(t0, c0)| (t0.elapsed().as_secs_f64(), cpu_now - c0));
+    s.lat_us.sort_by(f64::total_cmp);
+    let pct = |q: f64| s.lat_us.get(((s.lat_us.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN);
+    println!(
+        "{{\"frames\":{},\"secs\":{elapsed:.3},\"gaps\":{},\"lost\":{lost},\"torn\":{torn},\"p50_us\":{:.1},\"p99_us\":{:.1},\"cpu\":{cpu:.3},\"complete\":{}}}",
+        s.frames,
+        s.gaps,
+        pct(0.5),
+        pct(0.99),
+        result.is_some()
+    );
+    drop(s);
+    // Shut down without waiting on a possibly blocked peer for long.
+    let _ = p.set_state(gst::State::Null);
+    Ok(())
+}
+
+/// A child process of this binary, killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(cli: &Cli, cpu: Option<usize>, args: &[String]) -> anyhow::Result<Proc> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = match cpu {
+        Some(c) if !cli.no_pin => {
+            let mut c2 = Command::new("taskset");
+            c2.args(["-c", &c.to_string()]).arg(exe);
+            c2
+        }
+        _ => Command::new(exe),
+    };
+    cmd.args(args)
+        .args(["--secs", &cli.secs.to_string(), "--log-level", &cli.log_level])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    Ok(Proc(cmd.spawn().context("cannot start a child")?))
+}
+
+/// Sender progress lines with the time they arrived.
+fn follow_sender(p: &mut Proc) -> mpsc::Receiver<(Instant, u64, f64)> {
+    let (tx, rx) = mpsc::channel();
+    let out = p.0.stdout.take().expect("piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let Ok(v) = parse_progress(&line) else { continue };
+            if tx.send((Instant::now(), v.0, v.1)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Parses `{"t":..,"frames":N,"cpu":C}` without a JSON dependency.
+fn parse_progress(line: &str) -> Result<(u64, f64), ()> {
+    let field = |k: &str| line.split_once(&format!("\"{k}\":")).map(|(_, r)| r.split([',', '}']).next().unwrap_or(""));
+    let frames = field("frames").and_then(|v| v.parse().ok()).ok_or(())?;
+    let cpu = field("cpu").and_then(|v| v.parse().ok()).ok_or(())?;
+    Ok((frames, cpu))
+}
+
+fn num(line: &str, k: &str) -> f64 {
+    line.split_once(&format!("\"{k}\":"))
+        .and_then(|(_, r)| r.split([',', '}']).next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+struct Row {
+    size: String,
+    transport: Transport,
+    receivers: usize,
+    stalled: bool,
+    send_fps: f64,
+    send_cpu_ms: f64,
+    recv: Vec<String>,
+}
+
+fn measure(cli: &Cli, transport: Transport, (w, h): (u32, u32), receivers: usize, stall: bool) -> anyhow::Result<Row> {
+    let channel = match transport {
+        Transport::Shmcast => format!("gstbench-{}", std::process::id()),
+        _ => format!("/tmp/shmcast-gstbench-{}.sock", std::process::id()),
+    };
+    let _ = std::fs::remove_file(&channel);
+    let common = |role: &str| {
+        vec![
+            role.to_string(),
+            "--transport".into(),
+            transport.arg().into(),
+            "--width".into(),
+            w.to_string(),
+            "--height".into(),
+            h.to_string(),
+            "--channel".into(),
+            channel.clone(),
+        ]
+    };
+    let mut sender = spawn(cli, Some(0), &common("sender"))?;
+    let progress = follow_sender(&mut sender);
+    // Wait until frames flow.
+    let ready = Instant::now() + Duration::from_secs(30);
+    loop {
+        match progress.recv_timeout(Duration::from_secs(1)) {
+            Ok((_, frames, _)) if frames > 0 => break,
+            Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < ready => {}
+            _ => bail!("{} sender did not start", transport.label()),
+        }
+    }
+    let mut recvs = Vec::new();
+    if stall {
+        // A receiver that attaches, then is stopped (SIGSTOP) and never reads again.
+        let r = spawn(cli, Some(1), &common("receiver"))?;
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = Command::new("kill").args(["-STOP", &r.0.id().to_string()]).status();
+        recvs.push(r);
+    }
+    let t0 = Instant::now();
+    let mut live = Vec::new();
+    for _ in 0..receivers {
+        live.push(spawn(cli, Some(1), &common("receiver"))?);
+    }
+    let mut results = Vec::new();
+    for r in &mut live {
+        let mut out = String::new();
+        if let Some(o) = r.0.stdout.take() {
+            for line in BufReader::new(o).lines().map_while(Result::ok) {
+                out = line;
+            }
+        }
+        let _ = r.0.wait();
+        results.push(out);
+    }
+    let t1 = Instant::now();
+    // Sender frames and CPU over the receivers' run.
+    let samples: Vec<(Instant, u64, f64)> = progress.try_iter().collect();
+    let in_window: Vec<_> = samples.iter().filter(|(t, _, _)| *t >= t0 && *t <= t1).collect();
+    let (send_fps, send_cpu_ms) = match (in_window.first(), in_window.last()) {
+        (Some(a), Some(b)) if b.0 > a.0 => {
+            let dt = (b.0 - a.0).as_secs_f64();
+            let df = b.1.saturating_sub(a.1) as f64;
+            (df / dt, if df > 0.0 { (b.2 - a.2) * 1000.0 / df } else { f64::NAN })
+        }
+        _ => (f64::NAN, f64::NAN),
+    };
+    for r in &recvs {
+        let _ = Command::new("kill").args(["-CONT", &r.0.id().to_string()]).status();
+    }
+    drop(recvs);
+    drop(sender);
+    // The sender was killed: remove what it left (its socket, or its segment).
+    let _ = std::fs::remove_file(&channel);
+    if transport == Transport::Shmcast {
+        let _ = std::fs::remove_file(shm_proto::segment::default_dir().join(format!("shmcast.{channel}")));
+    }
+    Ok(Row { size: format!("{w}x{h}"), transport, receivers, stalled: stall, send_fps, send_cpu_ms, recv: results })
+}
+
+/// The figures of one run of a row.
+#[derive(Clone, Copy, Default)]
+struct Figures {
+    send_fps: f64,
+    recv_fps: f64,
+    p50: f64,
+    p99: f64,
+    send_cpu_ms: f64,
+    recv_cpu_ms: f64,
+    gaps: f64,
+    torn: f64,
+    complete: bool,
+}
+
+fn figures(r: &Row) -> Figures {
+    let n = r.recv.len().max(1) as f64;
+    let mean = |f: &dyn Fn(&str) -> f64| r.recv.iter().map(|l| f(l)).sum::<f64>() / n;
+    Figures {
+        send_fps: r.send_fps,
+        recv_fps: mean(&|l| num(l, "frames") / num(l, "secs")),
+        p50: mean(&|l| num(l, "p50_us")),
+        p99: mean(&|l| num(l, "p99_us")),
+        send_cpu_ms: r.send_cpu_ms,
+        recv_cpu_ms: mean(&|l| num(l, "cpu") * 1000.0 / num(l, "frames")),
+        gaps: mean(&|l| num(l, "gaps")),
+        torn: mean(&|l| num(l, "torn")),
+        complete: r.recv.iter().all(|l| l.contains("\"complete\":true")),
+    }
+}
+
+/// The median of each figure over the runs of a row (NaN sorts last).
+fn median(runs: &[Figures]) -> Figures {
+    let m = |f: fn(&Figures) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(|a, b| a.is_nan().cmp(&b.is_nan()).then(a.total_cmp(b)));
+        let finite = v.iter().filter(|x| !x.is_nan()).count();
+        if finite == 0 { f64::NAN } else { v[(finite - 1) / 2] }
+    };
+    Figures {
+        send_fps: m(|f| f.send_fps),
+        recv_fps: m(|f| f.recv_fps),
+        p50: m(|f| f.p50),
+        p99: m(|f| f.p99),
+        send_cpu_ms: m(|f| f.send_cpu_ms),
+        recv_cpu_ms: m(|f| f.recv_cpu_ms),
+        gaps: m(|f| f.gaps),
+        torn: m(|f| f.torn),
+        complete: runs.iter().all(|f| f.complete),
+    }
+}
+
+fn print_row(r: &Row, f: &Figures, base: Option<&Figures>) {
+    let ratio = base.map(|b| f.recv_fps / b.recv_fps);
+    println!(
+        "| {} | {} | {}{} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} |{}",
+        r.size,
+        r.transport.label(),
+        r.receivers,
+        if r.stalled { " + 1 stopped" } else { "" },
+        f.send_fps,
+        f.recv_fps,
+        ratio.map_or("".into(), |x| format!("{x:.2}x")),
+        f.p50,
+        f.p99,
+        f.send_cpu_ms,
+        f.recv_cpu_ms,
+        f.gaps,
+        f.torn,
+        if f.complete { "" } else { " (a receiver got no frames)" },
+    );
+}
+
+fn orchestrate(cli: &Cli) -> anyhow::Result<()> {
+    let sizes: Vec<(u32, u32)> = cli
+        .sizes
+        .iter()
+        .map(|s| {
+            let (w, h) = s.split_once('x').ok_or_else(|| anyhow!("size {s:?} is not WxH"))?;
+            Ok((w.parse()?, h.parse()?))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "# shmcast-gst-bench: videotestsrc pattern=solid-color RGB, sync=false; {} s per receiver, medians of {} \
+         interleaved runs; {}; {} CPUs; load {}",
+        cli.secs,
+        cli.reps.max(1),
+        if cli.no_pin { "unpinned".to_string() } else { "sender on CPU 0, receivers on CPU 1".to_string() },
+        cpus,
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "# rx fps is per receiver; ratio = rx fps / shm copy rx fps; latency = stamp written on the sink's pad -> \
+         receiver's fakesink; CPU = user+system ms per frame; gaps = frames a receiver never got; torn = shmcastsrc \
+         copies dropped (overwritten during the copy). shmcastsrc copies every frame out of the ring; shmsrc hands \
+         out the shared area and its receiver reads only the stamp. shmsink waits for its slowest receiver; \
+         shmcastsink never waits (a slow receiver loses frames, counted as gaps)."
+    );
+    println!(
+        "| size | transport | receivers | tx fps | rx fps | ratio | p50 µs | p99 µs | tx CPU ms/frame | rx CPU ms/frame | gaps | torn |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for &size in &sizes {
+        for receivers in [1, 2] {
+            let transports = [Transport::ShmCopy, Transport::ShmZeroCopy, Transport::Shmcast];
+            let mut runs: Vec<Vec<(Row, Figures)>> = Vec::new();
+            runs.resize_with(transports.len(), Vec::new);
+            for _ in 0..cli.reps.max(1) {
+                for (i, t) in transports.iter().enumerate() {
+                    let row = measure(cli, *t, size, receivers, false)?;
+                    let f = figures(&row);
+                    runs[i].push((row, f));
+                }
+            }
+            let medians: Vec<Figures> =
+                runs.iter().map(|r| median(&r.iter().map(|(_, f)| *f).collect::<Vec<_>>())).collect();
+            for (i, r) in runs.iter().enumerate() {
+                print_row(&r[0].0, &medians[i], Some(&medians[0]));
+            }
+        }
+    }
+    if !cli.no_stall {
+        println!();
+        println!(
+            "# stalled receiver: one receiver attaches and is then stopped (SIGSTOP); tx fps and the other receiver's rx fps meanwhile"
+        );
+        println!(
+            "| size | transport | receivers | tx fps | rx fps | ratio | p50 µs | p99 µs | tx CPU ms/frame | rx CPU ms/frame | gaps | torn |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let size = sizes[0];
+        for t in [Transport::ShmCopy, Transport::Shmcast] {
+            let r = measure(cli, t, size, 1, true)?;
+            print_row(&r, &figures(&r), None);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,458 @@
+//! The sink's implementation. One ring per negotiated format: the segment is
+//! created in `set_caps` and replaced when the caps change (readers notice the
+//! new epoch and follow it); EOS, `stop` (READY/NULL) and dispose close it.
+//!
+//! Each buffer is copied once into a slot, plane by plane when GStreamer's
+//! strides differ from the ring's packed layout. The capture time stored with
+//! the frame is, in order of preference: a `timestamp/x-unix` reference
+//! timestamp on the buffer; the buffer's PTS as pipeline clock time mapped to
+//! `CLOCK_REALTIME`; the time the buffer arrived (when the PTS lies in the
+//! future, as with `sync=false` upstream of a non-live source).
+#![forbid(unsafe_code)]
+
+use std::sync::{LazyLock, Mutex, MutexGuard};
+
+use gstreamer as gst;
+use gstreamer::glib;
+use gstreamer::prelude::*;
+use gstreamer::subclass::prelude::*;
+use gstreamer_base as gst_base;
+use gstreamer_base::prelude::*;
+use gstreamer_base::subclass::prelude::*;
+use gstreamer_video as gst_video;
+use gstreamer_video::prelude::VideoFrameExt;
+use shm_proto::{CreateError, CreateOptions, FLAG_DISCONT, FLAG_KEYFRAME, FrameMeta, StreamName, VideoFormat, Writer};
+
+use crate::caps;
+
+static CAT: LazyLock<gst::DebugCategory> =
+    LazyLock::new(|| gst::DebugCategory::new("shmcastsink", gst::DebugColorFlags::empty(), Some("shmcast ring sink")));
+
+const DEFAULT_SLOTS: u32 = 8;
+const DEFAULT_MODE: &str = "0640";
+
+#[derive(Clone, Debug)]
+struct Settings {
+    stream: Option<String>,
+    slots: u32,
+    hugepages: bool,
+    mlock: bool,
+    mode: String,
+    group: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            stream: None,
+            slots: DEFAULT_SLOTS,
+            hugepages: false,
+            mlock: false,
+            mode: DEFAULT_MODE.into(),
+            group: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    writer: Option<Writer>,
+    info: Option<gst_video::VideoInfo>,
+    next_id: u64,
+    frames: u64,
+    dropped: u64,
+    segments: u64,
+    /// Caps whose ring could not be created (the error was posted once).
+    failed: Option<gst::Caps>,
+}
+
+#[derive(Default)]
+pub struct ShmcastSink {
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Parses a file mode given in octal (`0640`, `640`, `0o640`).
+fn parse_mode(s: &str) -> Option<u32> {
+    let digits = s.trim().trim_start_matches("0o");
+    u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o7777)
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for ShmcastSink {
+    const NAME: &'static str = "GstShmcastSink";
+    type Type = super::ShmcastSink;
+    type ParentType = gst_base::BaseSink;
+}
+
+impl ObjectImpl for ShmcastSink {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("stream")
+                    .nick("Stream")
+                    .blurb("Ring name: the segment is shmcast.<stream> in /dev/shm ([A-Za-z0-9_.-]{1,64}; required)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("slots")
+                    .nick("Slots")
+                    .blurb("Frames the ring holds (a power of two): slack for slow readers")
+                    .minimum(2)
+                    .maximum(65536)
+                    .default_value(DEFAULT_SLOTS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("hugepages")
+                    .nick("Huge pages")
+                    .blurb("Back the ring with huge pages (needs a hugetlbfs mount and reserved pages)")
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("mlock")
+                    .nick("Lock in RAM")
+                    .blurb("Lock the ring in RAM (needs RLIMIT_MEMLOCK above the ring size)")
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("mode")
+                    .nick("Mode")
+                    .blurb("File mode of the segment, in octal")
+                    .default_value(Some(DEFAULT_MODE))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("group")
+                    .nick("Group")
+                    .blurb("Group owning the segment (name or gid), so its members may read it")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb("frames (published), dropped (JPEG frames larger than a slot), segments (created)")
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPS.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = lock(&self.settings);
+        match pspec.name() {
+            "stream" => s.stream = value.get().expect("type checked upstream"),
+            "slots" => s.slots = value.get().expect("type checked upstream"),
+            "hugepages" => s.hugepages = value.get().expect("type checked upstream"),
+            "mlock" => s.mlock = value.get().expect("type checked upstream"),
+            "mode" => {
+                s.mode = value.get::<Option<String>>().expect("type checked upstream").unwrap_or(DEFAULT_MODE.into())
+            }
+            "group" => s.group = value.get().expect("type checked upstream"),
+            other => unreachable!("no property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = lock(&self.settings);
+        match pspec.name() {
+            "stream" => s.stream.to_value(),
+            "slots" => s.slots.to_value(),
+            "hugepages" => s.hugepages.to_value(),
+            "mlock" => s.mlock.to_value(),
+            "mode" => s.mode.to_value(),
+            "group" => s.group.to_value(),
+            "stats" => {
+                let st = lock(&self.state);
+                gst::Structure::builder("shmcastsink-stats")
+                    .field("frames", st.frames)
+                    .field("dropped", st.dropped)
+                    .field("segments", st.segments)
+                    .build()
+                    .to_value()
+            }
+            other => unreachable!("no property {other}"),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        // Holding on to the last buffer would keep a frame-sized buffer
+        // alive for nothing.
+        self.obj().set_enable_last_sample(false);
+    }
+}
+
+impl GstObjectImpl for ShmcastSink {}
+
+impl ElementImpl for ShmcastSink {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "shmcast ring sink",
+                "Sink/Video",
+                "Publishes raw video or JPEG frames into a shmcast shared-memory ring (one copy per buffer), \
+                 read by any number of local processes",
+                "shmcast",
+            )
+        });
+        Some(&*META)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            vec![
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &caps::template_caps(),
+                )
+                .expect("valid pad template"),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+}
+
+impl ShmcastSink {
+    fn create_options(&self, s: &Settings) -> Result<CreateOptions, gst::ErrorMessage> {
+        let mode = parse_mode(&s.mode).ok_or_else(|| {
+            gst::error_msg!(gst::ResourceError::Settings, ("mode {:?} is not an octal file mode (e.g. 0640)", s.mode))
+        })?;
+        Ok(CreateOptions {
+            slots: s.slots,
+            mode,
+            group: s.group.clone().filter(|g| !g.is_empty()),
+            hugepages: s.hugepages,
+            mlock: s.mlock,
+            ..CreateOptions::default()
+        })
+    }
+
+    fn stream_name(&self) -> Result<String, gst::ErrorMessage> {
+        let name = lock(&self.settings).stream.clone().unwrap_or_default();
+        if name.is_empty() {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                ("no stream name: set the stream property (e.g. shmcastsink stream=cam0)")
+            ));
+        }
+        StreamName::new(&name).map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ("{}", e)))?;
+        Ok(name)
+    }
+
+    /// Creates the ring for `format`, closing the previous one first.
+    fn open_ring(&self, state: &mut State, format: VideoFormat) -> Result<(), gst::ErrorMessage> {
+        let name = self.stream_name()?;
+        let settings = lock(&self.settings).clone();
+        let opts = self.create_options(&settings)?;
+        // Close first: the name is ours, and a reader must see the old
+        // epoch end before the new one starts.
+        state.writer = None;
+        let writer = Writer::create(&name, format, &opts).map_err(|e| {
+            let kind = match e {
+                CreateError::InUse { .. } => gst::ResourceError::Busy,
+                CreateError::NoSpace { .. } => gst::ResourceError::NoSpaceLeft,
+                CreateError::Mlock { .. } | CreateError::HugePages { .. } => gst::ResourceError::NoSpaceLeft,
+                _ => gst::ResourceError::OpenWrite,
+            };
+            gst::error_msg!(kind, ("{}", e))
+        })?;
+        if let Some(pid) = writer.replaced() {
+            gst::info!(CAT, imp = self, "replaced the stale segment of pid {pid}");
+        }
+        writer.set_live();
+        gst::info!(
+            CAT,
+            imp = self,
+            "created ring {name}: {format}, {} slots, {} bytes, epoch {:#x}",
+            writer.slots(),
+            writer.total_size(),
+            writer.epoch()
+        );
+        state.writer = Some(writer);
+        state.segments += 1;
+        Ok(())
+    }
+
+    /// The capture time of `buffer` as `CLOCK_REALTIME` ns.
+    fn capture_ns(&self, buffer: &gst::BufferRef, arrival: u64) -> u64 {
+        static UNIX: LazyLock<gst::Caps> = LazyLock::new(|| gst::Caps::new_empty_simple("timestamp/x-unix"));
+        if let Some(meta) = buffer.iter_meta::<gst::ReferenceTimestampMeta>().find(|m| m.reference() == UNIX.as_ref()) {
+            return meta.timestamp().nseconds();
+        }
+        let obj = self.obj();
+        let computed = (|| {
+            let pts = buffer.pts()?;
+            let segment = obj.segment();
+            let running = segment.downcast_ref::<gst::ClockTime>()?.to_running_time(pts)?;
+            let at = obj.base_time()? + running;
+            let now = obj.clock()?.time();
+            let behind = now.nseconds().checked_sub(at.nseconds())?;
+            arrival.checked_sub(behind)
+        })();
+        computed.unwrap_or(arrival)
+    }
+}
+
+/// Copies one plane from GStreamer's layout (`src_stride`) into the slot's
+/// packed layout.
+fn copy_plane(slot: &mut [u8], plane: &shm_proto::Plane, src: &[u8], src_stride: usize) {
+    let (dst_stride, row, rows) = (plane.stride as usize, plane.row_bytes as usize, plane.rows as usize);
+    let Some(dst) = slot.get_mut(plane.offset as usize..) else { return };
+    let span = plane.span() as usize;
+    if src_stride == dst_stride && src.len() >= span && dst.len() >= span {
+        dst[..span].copy_from_slice(&src[..span]);
+        return;
+    }
+    for y in 0..rows {
+        let (s, d) = (y * src_stride, y * dst_stride);
+        let (Some(from), Some(to)) = (src.get(s..s + row), dst.get_mut(d..d + row)) else { break };
+        to.copy_from_slice(from);
+    }
+}
+
+impl BaseSinkImpl for ShmcastSink {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let name = self.stream_name()?;
+        let settings = lock(&self.settings).clone();
+        // A name another running producer owns (even a stopped one) fails
+        // the state change now, with the producer's own message, rather than
+        // at the first caps (which GStreamer reports as a failed negotiation).
+        let opts = self.create_options(&settings)?;
+        let stream =
+            shm_proto::StreamName::new(&name).map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ("{e}")))?;
+        if let Err(e) = shm_proto::segment::check_free(&stream, &opts) {
+            return Err(gst::error_msg!(gst::ResourceError::Busy, ("{e}")));
+        }
+        *lock(&self.state) = State::default();
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        let mut st = lock(&self.state);
+        if st.writer.take().is_some() {
+            gst::info!(CAT, imp = self, "closed the ring");
+        }
+        st.info = None;
+        Ok(())
+    }
+
+    fn set_caps(&self, caps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let (format, info) = match caps::format_of(caps) {
+            Ok(v) => v,
+            Err(reason) => {
+                gst::element_imp_error!(self, gst::StreamError::Format, ("cannot publish {}: {}", caps, reason));
+                return Err(gst::loggable_error!(CAT, "unsupported caps {caps}"));
+            }
+        };
+        let mut st = lock(&self.state);
+        if st.failed.as_ref() == Some(caps) {
+            return Err(gst::loggable_error!(CAT, "the ring for {caps} could not be created"));
+        }
+        if st.writer.as_ref().is_some_and(|w| *w.format() == format) {
+            st.info = info;
+            return Ok(());
+        }
+        gst::debug!(CAT, imp = self, "caps {caps} -> ring format {format}");
+        if let Err(msg) = self.open_ring(&mut st, format) {
+            st.failed = Some(caps.clone());
+            drop(st);
+            self.post_error_message(msg);
+            return Err(gst::loggable_error!(CAT, "cannot create the ring"));
+        }
+        st.info = info;
+        Ok(())
+    }
+
+    fn event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::Eos(_) = event.view() {
+            let mut st = lock(&self.state);
+            if st.writer.take().is_some() {
+                gst::info!(CAT, imp = self, "end of stream: closed the ring");
+            }
+        }
+        self.parent_event(event)
+    }
+
+    fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let arrival = shm_proto::os::realtime_ns();
+        let capture = self.capture_ns(buffer, arrival);
+        let mut st = lock(&self.state);
+        let st = &mut *st;
+        let Some(writer) = st.writer.as_mut() else {
+            // Closed at EOS and no new caps since: nothing to publish into.
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("buffer without caps (or after EOS)"));
+            return Err(gst::FlowError::NotNegotiated);
+        };
+        let format = *writer.format();
+        let mut flags = if buffer.flags().contains(gst::BufferFlags::DISCONT) { FLAG_DISCONT } else { 0 };
+        let id = st.next_id;
+        match &st.info {
+            Some(info) => {
+                let frame =
+                    gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info).map_err(|_| {
+                        gst::element_imp_error!(self, gst::StreamError::Format, ("cannot map a video buffer"));
+                        gst::FlowError::Error
+                    })?;
+                writer.publish(|slot| {
+                    for (i, plane) in format.planes().iter().enumerate() {
+                        let (Ok(src), Some(&stride)) = (frame.plane_data(i as u32), frame.plane_stride().get(i)) else {
+                            continue;
+                        };
+                        copy_plane(slot, plane, src, stride.max(0) as usize);
+                    }
+                    let mut m = FrameMeta::new(id, capture, format.frame_size);
+                    m.flags = flags;
+                    m
+                });
+            }
+            None => {
+                let map = buffer.map_readable().map_err(|_| {
+                    gst::element_imp_error!(self, gst::StreamError::Format, ("cannot map a buffer"));
+                    gst::FlowError::Error
+                })?;
+                if map.len() as u64 > format.frame_size {
+                    st.dropped += 1;
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "JPEG frame of {} bytes is larger than a slot ({} bytes); dropped",
+                        map.len(),
+                        format.frame_size
+                    );
+                    return Ok(gst::FlowSuccess::Ok);
+                }
+                if !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                    flags |= FLAG_KEYFRAME;
+                }
+                writer.publish(|slot| {
+                    slot[..map.len()].copy_from_slice(&map);
+                    let mut m = FrameMeta::new(id, capture, map.len() as u64);
+                    m.flags = flags;
+                    m
+                });
+            }
+        }
+        st.next_id += 1;
+        st.frames += 1;
+        Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_mode;
+
+    #[test]
+    fn modes_are_octal() {
+        assert_eq!(parse_mode("0640"), Some(0o640));
+        assert_eq!(parse_mode("660"), Some(0o660));
+        assert_eq!(parse_mode("0o600"), Some(0o600));
+        assert_eq!(parse_mode("rw"), None);
+        assert_eq!(parse_mode("0999"), None);
+        assert_eq!(parse_mode("77777"), None);
+    }
+}
