@@ -10,7 +10,7 @@ PKGS=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
   gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-rtsp
   ffmpeg numactl util-linux procps python3 mosquitto mosquitto-clients curl
-  python3-prometheus-client shellcheck
+  python3-prometheus-client python3-venv shellcheck
 )
 
 missing=()
@@ -35,4 +35,13 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 rustup component add clippy rustfmt >/dev/null 2>&1 || true
+
+# Python packages for the scripts (the detector's evaluation corpus renders
+# with numpy) live in a virtualenv of the repository: .venv.
+VENV=${SHMCAST_VENV:-$(cd "$(dirname "$0")/.." && pwd)/.venv}
+if ! "$VENV/bin/python3" -c 'import numpy' 2>/dev/null; then
+  echo "setup: creating $VENV with numpy"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'numpy>=1.24,<3'
+fi
 echo "setup: ok"

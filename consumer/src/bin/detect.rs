@@ -15,6 +15,7 @@ use clap::Parser;
 use shm_proto::{Event, Follower, ProducerStatus, ReaderOptions, Start, VideoFormat};
 use shmcast_common::metrics::{self, Histogram};
 use shmcast_consumer::detect::mqtt::{MqttConfig, MqttStats, Publisher};
+use shmcast_consumer::detect::mask::MaskImage;
 use shmcast_consumer::detect::{Config, Detector, EventRecord, Rect, Summary, snapshot};
 
 /// Detect meteors and moving objects in a shmcast stream, reading frames in place.
@@ -43,8 +44,15 @@ struct Args {
     snapshots: Option<PathBuf>,
 
     /// Exclude a region x,y,w,h (full-resolution pixels) from detection; repeatable.
+    /// The producer's own overlay region (e.g. the test pattern's status band)
+    /// is always excluded.
     #[arg(long, value_name = "X,Y,W,H")]
     mask: Vec<Rect>,
+
+    /// Exclude the dark pixels of a mask image (PNG, or PGM P5/P2; scaled to
+    /// the stream's size): paint what to ignore black, what to analyse white.
+    #[arg(long, value_name = "FILE")]
+    mask_file: Option<PathBuf>,
 
     /// Fail if no producer appears within SECS (default: wait forever).
     #[arg(long, value_name = "SECS")]
@@ -72,7 +80,7 @@ struct Args {
     k: f32,
 
     /// Longest meteor, in frames.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 60)]
     meteor_max_frames: u64,
 
     /// Slowest meteor, in pixels per frame.
@@ -202,10 +210,7 @@ impl Sink {
 }
 
 fn kind_name(ev: &EventRecord) -> &'static str {
-    match ev.kind {
-        shmcast_consumer::detect::Kind::Meteor => "meteor",
-        shmcast_consumer::detect::Kind::Motion => "motion",
-    }
+    ev.kind.as_str()
 }
 
 fn run() -> anyhow::Result<()> {
@@ -223,6 +228,14 @@ fn run() -> anyhow::Result<()> {
 
     let mut cfg =
         Config { bin: args.bin, masks: args.mask.clone(), snapshots: args.snapshots.is_some(), ..Config::default() };
+    if let Some(path) = &args.mask_file {
+        let img = MaskImage::load(path)?;
+        tracing::info!(
+            file = %path.display(), size = format!("{}x{}", img.width, img.height),
+            masked = format!("{:.1}%", 100.0 * img.masked_fraction()), "mask image"
+        );
+        cfg.mask_image = Some(Arc::new(img));
+    }
     cfg.model.k_strong = args.k;
     cfg.model.k_weak = 0.6 * args.k;
     cfg.track.meteor_max_frames = args.meteor_max_frames;
@@ -323,7 +336,10 @@ fn run() -> anyhow::Result<()> {
                     rebaselines_before += d.rebaselines();
                     d.flush(&mut events);
                 }
-                detector = Some(make_detector(&cfg, &a.format)?);
+                if let Some(o) = a.overlay {
+                    tracing::info!(overlay = %o, "the producer's overlay region is not analysed");
+                }
+                detector = Some(make_detector(&cfg, &a.format, a.overlay)?);
                 if let Some(d) = &detector {
                     let (gw, gh, bin) = d.grid();
                     tracing::info!(grid = format!("{gw}x{gh}"), bin, model_bytes = d.memory_bytes(), "detector ready");
@@ -376,7 +392,8 @@ fn run() -> anyhow::Result<()> {
         if last_stats.elapsed() >= Duration::from_secs(5) {
             let secs = last_stats.elapsed().as_secs_f64();
             let (p50, p99, max) = times.take();
-            let (sigma, tracks) = detector.as_ref().map(|d| (d.sigma(), d.active_tracks())).unwrap_or((0.0, 0));
+            let (sigma, tracks, dets) =
+                detector.as_ref().map(|d| (d.sigma(), d.active_tracks(), d.detections())).unwrap_or((0.0, 0, 0));
             tracing::info!(
                 fps = format!("{:.1}", period_frames as f64 / secs),
                 frames = st.frames,
@@ -388,6 +405,7 @@ fn run() -> anyhow::Result<()> {
                 max_ms = format!("{max:.2}"),
                 sigma = format!("{sigma:.2}"),
                 tracks,
+                detections = dets,
                 "stats"
             );
             period_frames = 0;
@@ -398,6 +416,12 @@ fn run() -> anyhow::Result<()> {
     if let Some(d) = detector.as_mut() {
         d.flush(&mut events);
         rebaselines_before += d.rebaselines();
+        tracing::info!(
+            detections = d.detections(),
+            sigma = format!("{:.2}", d.sigma()),
+            gain = format!("{:.2}", d.threshold_gain()),
+            "detector totals"
+        );
     }
     for ev in events.drain(..) {
         sink.emit(ev)?;
@@ -422,6 +446,6 @@ fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn make_detector(cfg: &Config, format: &VideoFormat) -> anyhow::Result<Detector> {
-    Detector::new(cfg, format).with_context(|| format!("cannot detect on {format}"))
+fn make_detector(cfg: &Config, format: &VideoFormat, overlay: Option<shm_proto::Rect>) -> anyhow::Result<Detector> {
+    Detector::for_stream(cfg, format, overlay).with_context(|| format!("cannot detect on {format}"))
 }

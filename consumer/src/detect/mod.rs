@@ -28,6 +28,7 @@
 pub mod blobs;
 pub mod event;
 pub mod luma;
+pub mod mask;
 pub mod model;
 pub mod mqtt;
 pub mod snapshot;
@@ -76,8 +77,10 @@ impl std::str::FromStr for Rect {
 pub struct Config {
     /// Bin factor (cells are `bin × bin` pixels); 0 = automatic from the width.
     pub bin: u32,
-    /// Regions excluded from detection.
+    /// Regions excluded from detection (`--mask`).
     pub masks: Vec<Rect>,
+    /// A mask image (`--mask-file`): dark pixels are excluded.
+    pub mask_image: Option<std::sync::Arc<mask::MaskImage>>,
     /// Background model tuning.
     pub model: ModelParams,
     /// Component tuning.
@@ -86,6 +89,49 @@ pub struct Config {
     pub track: TrackParams,
     /// Keep a full-resolution luma image of each track's peak frame (for `--snapshots`).
     pub snapshots: bool,
+}
+
+/// The model's active map (1 = analysed, 0 = masked) for a `gw × gh` grid of
+/// `bin`-pixel cells: every cell that a `--mask` rectangle or the producer's
+/// overlay touches, or that holds a masked pixel of the mask image, is off.
+fn active_map(
+    cfg: &Config,
+    format: &VideoFormat,
+    overlay: Option<shm_proto::Rect>,
+    bin: u32,
+    gw: usize,
+    gh: usize,
+) -> Vec<u8> {
+    let mut active = vec![1u8; gw * gh];
+    let overlay = overlay.map(|o| Rect { x: o.x, y: o.y, w: o.w, h: o.h });
+    for m in cfg.masks.iter().chain(overlay.iter()) {
+        let (cx0, cy0) = ((m.x / bin) as usize, (m.y / bin) as usize);
+        let cx1 = (m.x.saturating_add(m.w).div_ceil(bin) as usize).min(gw);
+        let cy1 = (m.y.saturating_add(m.h).div_ceil(bin) as usize).min(gh);
+        for cy in cy0.min(gh)..cy1 {
+            for cx in cx0.min(gw)..cx1 {
+                active[cy * gw + cx] = 0;
+            }
+        }
+    }
+    if let Some(img) = &cfg.mask_image {
+        let (w, h) = (format.width, format.height);
+        for cy in 0..gh {
+            for cx in 0..gw {
+                let i = cy * gw + cx;
+                if active[i] == 0 {
+                    continue;
+                }
+                let masked = (0..bin).any(|dy| {
+                    (0..bin).any(|dx| img.masked_at(cx as u32 * bin + dx, cy as u32 * bin + dy, w, h))
+                });
+                if masked {
+                    active[i] = 0;
+                }
+            }
+        }
+    }
+    active
 }
 
 /// How many tracks can hold a snapshot image at once. Each is a full
@@ -129,11 +175,67 @@ pub struct Detector {
     last: Option<Outcome>,
     rebaselines: u64,
     busy: u64,
+    /// Components found (detections), cumulative.
+    detections: u64,
+    /// Threshold gain control (see [`NoiseTail`]).
+    tail: NoiseTail,
+}
+
+/// The seed threshold's adaptation to the noise's tail.
+///
+/// Compressed video has heavy-tailed noise: a JPEG block or an H.264
+/// macroblock that flickers now and then is far more likely than Gaussian
+/// noise of the same variance to cross `k·σ`. Instead of assuming a
+/// distribution, the detector measures the result: the rate of detections
+/// that no track explains (each starts a new track; real objects start a
+/// track once, then are claimed by it). While that rate, per 100 000 cells
+/// per frame, is above [`NoiseTail::TARGET`], both thresholds are raised by 1 %
+/// per frame (up to ×[`NoiseTail::MAX_GAIN`]); below half of it they relax
+/// by 0.5 % per frame, never under the configured `k`. During the first
+/// [`NoiseTail::CALIBRATION`] frames after the warm-up nothing is reported
+/// and the steps are 5x larger, so the gain has converged before detection starts.
+#[derive(Clone, Copy, Debug)]
+struct NoiseTail {
+    gain: f32,
+    rate: f32,
+    calibrating: u32,
+}
+
+impl NoiseTail {
+    /// Unexplained detections per 100 000 cells per frame aimed at.
+    const TARGET: f32 = 0.4;
+    const MAX_GAIN: f32 = 2.0;
+    const CALIBRATION: u32 = 45;
+
+    fn new() -> NoiseTail {
+        NoiseTail { gain: 1.0, rate: 0.0, calibrating: NoiseTail::CALIBRATION }
+    }
+
+    /// Folds one frame's count of unexplained detections in; returns the new gain.
+    fn update(&mut self, unexplained: usize, cells: usize) -> f32 {
+        let per = unexplained as f32 * 1e5 / cells.max(1) as f32;
+        let fast = self.calibrating > 0;
+        self.rate += (if fast { 0.2 } else { 0.02 }) * (per - self.rate);
+        let (up, down) = if fast { (1.05, 1.0 / 1.025) } else { (1.01, 1.0 / 1.005) };
+        if self.rate > NoiseTail::TARGET {
+            self.gain = (self.gain * up).min(NoiseTail::MAX_GAIN);
+        } else if self.rate < 0.5 * NoiseTail::TARGET {
+            self.gain = (self.gain * down).max(1.0);
+        }
+        self.gain
+    }
 }
 
 impl Detector {
-    /// A detector for `format` (any raw format).
+    /// A detector for `format` (any raw format) of a stream without an overlay.
     pub fn new(cfg: &Config, format: &VideoFormat) -> anyhow::Result<Detector> {
+        Detector::for_stream(cfg, format, None)
+    }
+
+    /// A detector for a stream: `format` and the producer's `overlay` region
+    /// ([`shm_proto::Reader::overlay`]), which is masked like a `--mask`
+    /// rectangle: the producer draws into it, so it is never analysed.
+    pub fn for_stream(cfg: &Config, format: &VideoFormat, overlay: Option<shm_proto::Rect>) -> anyhow::Result<Detector> {
         if format.pixel.is_compressed() {
             bail!(
                 "format {} is compressed; the detector needs a raw format (gray8, nv12, i420, yuyv, rgb24, bgr24)",
@@ -146,22 +248,8 @@ impl Detector {
         let (gw, gh) = (binner.gw(), binner.gh());
         let cells = gw * gh;
         let mut model = Model::new(cells, cfg.model.clone());
-        if !cfg.masks.is_empty() {
-            let b = binner.bin() as u32;
-            let mut active = vec![1u8; cells];
-            for m in &cfg.masks {
-                // Every cell the mask touches is excluded.
-                let (cx0, cy0) = ((m.x / b) as usize, (m.y / b) as usize);
-                let cx1 = (m.x.saturating_add(m.w).div_ceil(b) as usize).min(gw);
-                let cy1 = (m.y.saturating_add(m.h).div_ceil(b) as usize).min(gh);
-                for cy in cy0..cy1 {
-                    for cx in cx0..cx1 {
-                        active[cy * gw + cx] = 0;
-                    }
-                }
-            }
-            model.set_active(&active);
-        }
+        let active = active_map(cfg, format, overlay, binner.bin() as u32, gw, gh);
+        model.set_active(&active);
         let slots = if cfg.snapshots { SNAPSHOT_SLOTS } else { 0 };
         let (w, h) = (format.width as usize, format.height as usize);
         let images = (0..slots).map(|_| PeakImage { width: w, height: h, frame: None, luma: vec![0; w * h] }).collect();
@@ -183,6 +271,8 @@ impl Detector {
             last: None,
             rebaselines: 0,
             busy: 0,
+            detections: 0,
+            tail: NoiseTail::new(),
         })
     }
 
@@ -214,6 +304,15 @@ impl Detector {
     /// Global noise σ of a cell, in luma levels.
     pub fn sigma(&self) -> f32 {
         self.model.sigma()
+    }
+    /// The factor by which the thresholds are currently raised above `k`
+    /// because the noise has a heavy tail (see the module docs).
+    pub fn threshold_gain(&self) -> f32 {
+        self.tail.gain
+    }
+    /// Components found so far (candidate detections before tracking).
+    pub fn detections(&self) -> u64 {
+        self.detections
     }
     /// Active tracks.
     pub fn active_tracks(&self) -> usize {
@@ -288,7 +387,21 @@ impl Detector {
             }
             Outcome::Warmup => {}
         }
+        self.detections += self.dets.len() as u64;
+        let calibrating = outcome == Outcome::Detect && self.tail.calibrating > 0;
+        if calibrating {
+            // Calibrating the noise tail: every detection is unexplained;
+            // nothing is tracked or reported yet.
+            self.tail.calibrating -= 1;
+            let g = self.tail.update(self.dets.len(), self.model.active_cells());
+            self.model.set_gain(g);
+            self.dets.clear();
+        }
         self.tracker.update(frame_id, capture_ns, &self.dets, &mut self.finished);
+        if outcome == Outcome::Detect && !calibrating {
+            let g = self.tail.update(self.tracker.started, self.model.active_cells());
+            self.model.set_gain(g);
+        }
         for &slot in &self.tracker.acquired {
             // A buffer taken over from an earlier track holds its image.
             self.images[slot].frame = None;
@@ -352,6 +465,8 @@ impl Detector {
     pub fn reset(&mut self, out: &mut Vec<EventRecord>) {
         self.flush(out);
         self.model.reset();
+        self.tail = NoiseTail::new();
+        self.model.set_gain(1.0);
         self.last = None;
     }
 }
