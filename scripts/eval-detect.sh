@@ -25,7 +25,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-corpus}
 BIN_DIR=${BIN_DIR:-target/release}
-SEED=${SEED:-1}
 read -r -a EXTRA <<<"${DETECT_ARGS:-}"
 
 if [[ ! -x $BIN_DIR/shmcast-producer || ! -x $BIN_DIR/shmcast-detect ]]; then
@@ -104,6 +103,7 @@ PY
   exec python3 scripts/score-detect.py "$OUT/truth.jsonl" "$OUT/events.jsonl" --verbose
 fi
 
+SEED=${SEED:-1}
 case $MODE in
   corpus) SET=full ;;
   ci) SET=ci ;;

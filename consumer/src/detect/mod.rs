@@ -205,7 +205,7 @@ impl NoiseTail {
     /// Unexplained detections per 100 000 cells per frame aimed at.
     const TARGET: f32 = 0.4;
     const MAX_GAIN: f32 = 2.0;
-    const CALIBRATION: u32 = 45;
+    const CALIBRATION: u32 = 30;
 
     fn new() -> NoiseTail {
         NoiseTail { gain: 1.0, rate: 0.0, calibrating: NoiseTail::CALIBRATION }

@@ -50,7 +50,7 @@ impl Default for ModelParams {
             absorb_frames: 90,
             alpha_var: 0.01,
             min_sigma: 1.0,
-            warmup: 30,
+            warmup: 20,
             global_change: 0.25,
         }
     }

@@ -448,11 +448,13 @@ impl Tracker {
         }
     }
 
-    /// Frames `t` may go without a detection: an established track that
-    /// moves slowly and steadily coasts longer (blinking lights).
+    /// Frames `t` may go without a detection: an established point-like track
+    /// that moves slowly and steadily coasts longer (blinking lights).
     fn max_miss(&self, t: &Track) -> u64 {
         let n = t.points.len();
-        if t.hits >= 5 && n >= 2 {
+        // Only points of light coast: an extended object that vanishes is
+        // gone, and the next one to appear nearby is another object.
+        if t.hits >= 5 && n >= 2 && 10 * t.small_hits >= 7 * t.hits {
             let (vx, vy) = t.velocity();
             let (a, b) = (t.points[0], t.points[n - 1]);
             if vx.hypot(vy) <= self.p.pass_max_speed && (b.x - a.x).hypot(b.y - a.y) >= 3.0 {
@@ -584,8 +586,9 @@ impl Tracker {
         let path: f32 = pts.windows(2).map(|w| (w[1].x - w[0].x).hypot(w[1].y - w[0].y)).sum();
         let fit = LineFit::new(pts);
         let speed = fit.speed();
-        // Straight: every point near the fitted uniform motion.
-        let straight = fit.max_residual <= 4.0 + 0.05 * disp;
+        // Straight: every point near the line of motion (how evenly they
+        // move along it is checked per step below).
+        let straight = fit.max_across <= 4.0 + 0.05 * disp;
 
         // Meteor: fast, short, straight, and moving consistently: each step's
         // velocity close to the fitted one (one outlier allowed from 5 points).
@@ -665,7 +668,10 @@ impl Tracker {
 struct LineFit {
     vx: f32,
     vy: f32,
+    /// Largest distance of a point from where the uniform motion puts it.
     max_residual: f32,
+    /// Largest distance of a point from the line of motion (across it only).
+    max_across: f32,
 }
 
 impl LineFit {
@@ -692,7 +698,15 @@ impl LineFit {
                 (f64::from(q.x) - x0 - vx * t).hypot(f64::from(q.y) - y0 - vy * t)
             })
             .fold(0.0f64, f64::max);
-        LineFit { vx: vx as f32, vy: vy as f32, max_residual: max_residual as f32 }
+        let v = vx.hypot(vy);
+        let (mx, my) = (sx / n, sy / n);
+        let max_across = if v > 1e-6 {
+            let (ux, uy) = (vx / v, vy / v);
+            pts.iter().map(|q| ((f64::from(q.x) - mx) * uy - (f64::from(q.y) - my) * ux).abs()).fold(0.0f64, f64::max)
+        } else {
+            max_residual
+        };
+        LineFit { vx: vx as f32, vy: vy as f32, max_residual: max_residual as f32, max_across: max_across as f32 }
     }
 
     fn speed(&self) -> f32 {
