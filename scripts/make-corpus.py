@@ -109,8 +109,7 @@ class Scene:
         if cloud is not None:
             # Up to 80 % extinction under the thickest cloud.
             g = g * np.maximum(0.2, 1.0 - cloud.ravel()[self.star_centre] / 25.0)
-        layer = np.bincount(self.star_idx, weights=self.star_val * g[self.star_id], minlength=self.w * self.h)
-        img += layer.reshape(self.h, self.w).astype(np.float32)
+        np.add.at(img.reshape(-1), self.star_idx, (self.star_val * g[self.star_id]).astype(np.float32))
         for x, y, a in self.hot:
             img[y, x] = a
         return img

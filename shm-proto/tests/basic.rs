@@ -56,7 +56,8 @@ fn lapped_reader_counts_exact_losses() {
     assert_eq!(r.stats().frames + r.stats().lost, 10);
 
     // With `Lapped::Oldest` it lands on the oldest frame still in the ring.
-    let mut r = Reader::open(&name, &ReaderOptions { lapped: shm_proto::Lapped::Oldest, ..Default::default() }).unwrap();
+    let mut r =
+        Reader::open(&name, &ReaderOptions { lapped: shm_proto::Lapped::Oldest, ..Default::default() }).unwrap();
     for i in 10..20u64 {
         w.publish(|buf| FrameMeta::new(i, 0, buf.len() as u64));
     }

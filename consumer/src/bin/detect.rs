@@ -14,9 +14,10 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use shm_proto::{Event, Follower, ProducerStatus, ReaderOptions, Start, VideoFormat};
 use shmcast_common::metrics::{self, Histogram};
-use shmcast_consumer::detect::mqtt::{MqttConfig, MqttStats, Publisher};
 use shmcast_consumer::detect::mask::MaskImage;
-use shmcast_consumer::detect::{Config, Detector, EventRecord, Rect, Summary, snapshot};
+use shmcast_consumer::detect::mqtt::{MqttConfig, MqttStats, Publisher};
+use shmcast_consumer::detect::sink::EventSink;
+use shmcast_consumer::detect::{Config, Detector, EventRecord, Kind, Rect, Summary};
 
 /// Detect meteors and moving objects in a shmcast stream, reading frames in place.
 ///
@@ -112,6 +113,8 @@ struct Metrics {
     lost: Arc<AtomicU64>,
     overruns: Arc<AtomicU64>,
     events: Arc<AtomicU64>,
+    /// Events by type, in the order of `Kind::ALL`.
+    by_type: Vec<Arc<AtomicU64>>,
     lag: Arc<AtomicU64>,
     wake: Arc<Histogram>,
     process: Arc<Histogram>,
@@ -127,6 +130,13 @@ impl Metrics {
             lost: m.counter("shmcast_lost_frames_total", "Frames overwritten before the detector read them."),
             overruns: m.counter("shmcast_overruns_total", "Frames overwritten while being processed (result dropped)."),
             events: m.counter("shmcast_events_total", "Events reported."),
+            by_type: Kind::ALL
+                .iter()
+                .map(|k| {
+                    let name = format!("shmcast_events_{}_total", k.as_str());
+                    m.counter(&name, &format!("Events of type {} reported.", k.as_str()))
+                })
+                .collect(),
             lag: m.gauge("shmcast_reader_lag_frames", "Frames published but not yet read (head - cursor)."),
             wake: m.histogram(
                 "shmcast_wake_latency_seconds",
@@ -167,50 +177,6 @@ impl Times {
         let q = |p: f64| self.scratch[((k as f64 - 1.0) * p).round() as usize] * 1e3;
         (q(0.5), q(0.99), self.scratch[k - 1] * 1e3)
     }
-}
-
-/// Where events go: the events file, snapshots, MQTT.
-struct Sink {
-    out: Box<dyn Write>,
-    snapshots: Option<PathBuf>,
-    mqtt: Option<Publisher>,
-    count: u64,
-    name: String,
-}
-
-impl Sink {
-    fn emit(&mut self, mut ev: EventRecord) -> anyhow::Result<()> {
-        self.count += 1;
-        if let (Some(dir), Some(mut img)) = (&self.snapshots, ev.image.take()) {
-            let file = format!("{}-{}-{:06}-{}.png", self.name, ev.start_frame, self.count, kind_name(&ev));
-            let path = dir.join(&file);
-            match snapshot::write_png(&path, &mut img, ev.peak_bbox, ev.bbox) {
-                Ok(()) => {
-                    ev.snapshot = Some(path.display().to_string());
-                    ev.snapshot_frame = img.frame;
-                }
-                Err(e) => tracing::warn!("{e:#}"),
-            }
-        }
-        let line = ev.to_json();
-        tracing::info!(
-            kind = kind_name(&ev),
-            start = ev.start_frame,
-            end = ev.end_frame,
-            bbox = ?ev.bbox,
-            "event"
-        );
-        writeln!(self.out, "{line}").context("cannot write events")?;
-        self.out.flush().context("cannot write events")?;
-        if let Some(m) = &self.mqtt {
-            m.publish(line);
-        }
-        Ok(())
-    }
-}
-
-fn kind_name(ev: &EventRecord) -> &'static str {
-    ev.kind.as_str()
 }
 
 fn run() -> anyhow::Result<()> {
@@ -263,7 +229,7 @@ fn run() -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut sink = Sink { out, snapshots: args.snapshots.clone(), mqtt, count: 0, name: args.name.clone() };
+    let mut sink = EventSink::new(out, args.snapshots.clone(), mqtt, &args.name)?;
 
     let m = Metrics::register();
     let start = if args.start == "next" { Start::Next } else { Start::Oldest };
@@ -385,7 +351,10 @@ fn run() -> anyhow::Result<()> {
         m.frames.store(st.frames, Ordering::Relaxed);
         m.lost.store(st.lost, Ordering::Relaxed);
         m.overruns.store(st.overruns, Ordering::Relaxed);
-        m.events.store(sink.count, Ordering::Relaxed);
+        m.events.store(sink.count(), Ordering::Relaxed);
+        for (kind, c) in Kind::ALL.iter().zip(&m.by_type) {
+            c.store(sink.by_type().get(*kind), Ordering::Relaxed);
+        }
         if let Some(r) = follower.reader() {
             m.lag.store(r.head().saturating_sub(r.cursor()), Ordering::Relaxed);
         }
@@ -399,7 +368,7 @@ fn run() -> anyhow::Result<()> {
                 frames = st.frames,
                 lost = st.lost,
                 overruns = st.overruns,
-                events = sink.count,
+                events = sink.count(),
                 p50_ms = format!("{p50:.2}"),
                 p99_ms = format!("{p99:.2}"),
                 max_ms = format!("{max:.2}"),
@@ -426,7 +395,7 @@ fn run() -> anyhow::Result<()> {
     for ev in events.drain(..) {
         sink.emit(ev)?;
     }
-    if let Some(p) = sink.mqtt.take() {
+    if let Some(p) = sink.finish_snapshots() {
         p.close(Duration::from_secs(2));
     }
     let st = follower.stats();
@@ -435,14 +404,15 @@ fn run() -> anyhow::Result<()> {
         frames: st.frames,
         lost: st.lost,
         overruns: st.overruns,
-        events: sink.count,
+        events: sink.count(),
+        by_type: sink.by_type(),
         rebaselines: rebaselines_before,
         attaches,
         mqtt_dropped: mqtt_stats.dropped.load(Ordering::Relaxed),
+        snapshots_dropped: sink.snapshots_dropped(),
     };
-    writeln!(sink.out, "{}", serde_json::to_string(&summary)?).context("cannot write events")?;
-    sink.out.flush().context("cannot write events")?;
-    tracing::info!(frames = st.frames, lost = st.lost, overruns = st.overruns, events = sink.count, "done");
+    sink.write_line(&serde_json::to_string(&summary)?)?;
+    tracing::info!(frames = st.frames, lost = st.lost, overruns = st.overruns, events = sink.count(), "done");
     Ok(())
 }
 

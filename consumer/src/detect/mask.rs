@@ -204,15 +204,15 @@ mod tests {
     #[test]
     fn pgm_hostile_inputs_are_errors() {
         for bad in [
-            &b"P5 4 2 255\n\x00"[..],             // truncated raster
-            b"P5 0 2 255\n",                       // empty
-            b"P5 100000 100000 255\n",             // too large
-            b"P2 2 1 10 3 11",                     // sample above maxval
-            b"P2 2 1 10 3",                        // truncated plain
-            b"P5 2 1 70000\n\x00\x00\x00\x00",     // maxval out of range
-            b"P5 99999999999999999999 1 255\n",    // number too long
-            b"P5",                                 // no header
-            b"GIF89a",                             // not ours
+            &b"P5 4 2 255\n\x00"[..],           // truncated raster
+            b"P5 0 2 255\n",                    // empty
+            b"P5 100000 100000 255\n",          // too large
+            b"P2 2 1 10 3 11",                  // sample above maxval
+            b"P2 2 1 10 3",                     // truncated plain
+            b"P5 2 1 70000\n\x00\x00\x00\x00",  // maxval out of range
+            b"P5 99999999999999999999 1 255\n", // number too long
+            b"P5",                              // no header
+            b"GIF89a",                          // not ours
         ] {
             assert!(MaskImage::parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }

@@ -220,6 +220,10 @@ impl Model {
     pub fn gain(&self) -> f32 {
         self.gain
     }
+    /// The seed threshold in use, in σ (`gain × k_strong`).
+    pub fn seed_threshold(&self) -> f32 {
+        self.gain * self.p.k_strong
+    }
     /// Active (analysed) cells.
     pub fn active_cells(&self) -> usize {
         self.active_count
