@@ -248,6 +248,8 @@ struct Track {
     anchor: (f32, f32),
     /// Hits whose detection was point-like (see [`TrackParams::point_max`]).
     small_hits: u64,
+    /// Hits whose detection was clearly above the threshold (not marginal).
+    clear_hits: u64,
 }
 
 impl Track {
@@ -416,6 +418,7 @@ impl Tracker {
                 last_moving: 0,
                 anchor: (0.0, 0.0),
                 small_hits: 0,
+                clear_hits: 0,
             });
             t.points.clear();
             t.bbox = d.bbox;
@@ -427,6 +430,7 @@ impl Tracker {
             t.hits = 0;
             t.moving_hits = 0;
             t.small_hits = 0;
+            t.clear_hits = 0;
             t.last_moving = frame;
             t.anchor = (d.x, d.y);
             t.snapshot = self.free_slots.pop();
@@ -473,6 +477,7 @@ impl Tracker {
         t.hits += 1;
         t.moving_hits += u64::from(d.moving);
         t.small_hits += u64::from(d.bbox[2].max(d.bbox[3]) <= p.point_max);
+        t.clear_hits += u64::from(!d.marginal);
         // Progress of the centroid counts as movement too: a dim, slow point
         // changes its cells too little per frame to be flagged moving.
         let progressed = (d.x - t.anchor.0).hypot(d.y - t.anchor.1) >= 3.0;
@@ -614,7 +619,10 @@ impl Tracker {
             let mut lens: Vec<f32> = pts.iter().map(|q| (q.bbox[2] as f32).hypot(q.bbox[3] as f32)).collect();
             lens.sort_unstable_by(f32::total_cmp);
             let smeared = lens[lens.len() / 2] >= 0.6 * speed;
-            if dense && smeared && bad <= usize::from(pts.len() >= 5) {
+            // And clearly above the noise at least once: what the noise's
+            // tail makes (an H.264 I-frame refreshing blocks) stays marginal.
+            let clear = t.clear_hits > 0;
+            if dense && smeared && clear && bad <= usize::from(pts.len() >= 5) {
                 return Some((Kind::Meteor, speed));
             }
         }
