@@ -412,6 +412,10 @@ impl Detector {
             self.model.set_gain(g);
             self.dets.clear();
         }
+        // A burst: marginal detections far above their usual rate on one frame.
+        let marginal = self.dets.iter().filter(|d| d.marginal).count();
+        let per = marginal as f32 * 1e5 / self.model.active_cells().max(1) as f32;
+        self.tracker.burst = marginal >= 3 && per > 4.0 * NoiseTail::TARGET.max(self.tail.rate);
         self.tracker.update(frame_id, capture_ns, &self.dets, &mut self.finished);
         if outcome == Outcome::Detect && !calibrating {
             let g = self.tail.update(self.tracker.started, self.model.active_cells());

@@ -250,6 +250,8 @@ struct Track {
     small_hits: u64,
     /// Hits whose detection was clearly above the threshold (not marginal).
     clear_hits: u64,
+    /// Started on a burst frame (see [`Tracker::burst`]).
+    burst: bool,
 }
 
 impl Track {
@@ -292,6 +294,11 @@ pub struct Tracker {
     /// Tracks started on the current frame from marginal detections (see
     /// [`Detection::marginal`]) that nobody claimed.
     pub started: usize,
+    /// Set by the caller before [`Tracker::update`]: the frame has a burst of
+    /// marginal detections all over (an H.264 I-frame refreshing every
+    /// block at once). Tracks starting on it need most of their detections
+    /// clearly above the noise to be meteors.
+    pub burst: bool,
 }
 
 impl Tracker {
@@ -307,6 +314,7 @@ impl Tracker {
             refresh: Vec::with_capacity(snapshot_slots),
             acquired: Vec::with_capacity(snapshot_slots),
             started: 0,
+            burst: false,
         }
     }
 
@@ -419,6 +427,7 @@ impl Tracker {
                 anchor: (0.0, 0.0),
                 small_hits: 0,
                 clear_hits: 0,
+                burst: false,
             });
             t.points.clear();
             t.bbox = d.bbox;
@@ -431,6 +440,7 @@ impl Tracker {
             t.moving_hits = 0;
             t.small_hits = 0;
             t.clear_hits = 0;
+            t.burst = self.burst;
             t.last_moving = frame;
             t.anchor = (d.x, d.y);
             t.snapshot = self.free_slots.pop();
@@ -621,7 +631,7 @@ impl Tracker {
             let smeared = lens[lens.len() / 2] >= 0.6 * speed;
             // And clearly above the noise at least once: what the noise's
             // tail makes (an H.264 I-frame refreshing blocks) stays marginal.
-            let clear = t.clear_hits > 0;
+            let clear = if t.burst { 2 * t.clear_hits >= n } else { t.clear_hits > 0 };
             if dense && smeared && clear && bad <= usize::from(pts.len() >= 5) {
                 return Some((Kind::Meteor, speed));
             }
