@@ -6,7 +6,7 @@
     scripts/deploy.sh status [--json] [--run-dir DIR] CONFIG.toml
 
 `start` launches a small supervisor (a daemon, one per stream) that starts the
-producer, the detector and the RTSP bridge as the config says, each pinned to
+producer, the detector, the RTSP bridge and the recorder as the config says, each pinned to
 its CPUs / NUMA node with numactl (or taskset where numactl or NUMA is
 absent), restarts a process that fails with exponential backoff, and keeps
 logs, pid files and a state file in the run directory. `stop` asks the
@@ -39,10 +39,15 @@ except ImportError:  # Python < 3.11
     sys.exit("deploy: error: Python 3.11 or newer is needed (for tomllib); found " + sys.version.split()[0])
 
 PROG = "deploy"
-ROLES = ("producer", "detect", "rtsp")
-BINARIES = {"producer": "shmcast-producer", "detect": "shmcast-detect", "rtsp": "shmcast-rtsp"}
+ROLES = ("producer", "detect", "rtsp", "record")
+BINARIES = {
+    "producer": "shmcast-producer",
+    "detect": "shmcast-detect",
+    "rtsp": "shmcast-rtsp",
+    "record": "shmcast-record",
+}
 # Consumers stop first so they do not log a vanished producer on the way out.
-STOP_ORDER = ("rtsp", "detect", "producer")
+STOP_ORDER = ("record", "rtsp", "detect", "producer")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 CPUS_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 REPO = Path(__file__).resolve().parent.parent
@@ -151,9 +156,13 @@ def load_config(path: Path) -> dict:
         if role == "rtsp":
             p["listen"] = _get(t, "listen", str, "127.0.0.1:8554", w)
             p["mount"] = _get(t, "mount", str, f"/{name}", w)
+        if role == "record":
+            p["dir"] = _get(t, "dir", str, None, w)
+            if not p["dir"]:
+                raise ConfigError("record.dir is required (the recording directory)")
         procs[role] = p
     if not procs:
-        raise ConfigError("no process to run: add a [producer], [detect] or [rtsp] section")
+        raise ConfigError("no process to run: add a [producer], [detect], [rtsp] or [record] section")
     return {"stream": stream, "run": run, "procs": procs, "path": str(path)}
 
 
@@ -251,6 +260,8 @@ def command(cfg: dict, role: str, warn) -> list[str]:
             cmd += ["--group", s["group"]]
     elif role == "rtsp":
         cmd += ["--listen", p["listen"], "--mount", p["mount"]]
+    elif role == "record":
+        cmd += ["--dir", p["dir"]]
     if p["metrics"]:
         cmd += ["--metrics", p["metrics"]]
     return placement(p, warn) + cmd + p["args"]

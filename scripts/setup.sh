@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what shmcast needs to build, run and test on Debian 12: GStreamer
 # (dev headers and plugins), the RTSP server library, ffmpeg (ffprobe), numactl,
-# mosquitto. Idempotent: installs only what is missing. Needs root for apt.
+# mosquitto, and Python's venv and headers for the Python package (its pip
+# packages go into the virtual environment scripts/test.sh creates). Idempotent: installs only what is missing. Needs root for apt.
 set -euo pipefail
 
 PKGS=(
@@ -10,7 +11,7 @@ PKGS=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
   gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-rtsp
   ffmpeg numactl util-linux procps python3 mosquitto mosquitto-clients curl
-  python3-prometheus-client python3-venv shellcheck
+  python3-prometheus-client shellcheck python3-venv python3-dev
 )
 
 missing=()

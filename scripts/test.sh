@@ -19,6 +19,7 @@ hugepages_reserve 160
 trap hugepages_release EXIT
 
 echo "== tests"
+# Runs as root: record/tests mounts a small tmpfs for the full-disk test.
 cargo test --workspace --release -- --test-threads=2
 
 echo "== loom model"
@@ -28,3 +29,6 @@ RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
 echo "== benchmark smoke"
 ./target/release/shmcast-bench --quick
 cargo bench -p shm-proto --bench ring -- --test
+
+echo "== python"
+bash scripts/python-test.sh --bench

@@ -191,7 +191,9 @@ fn follows_producer_restart_and_exits_cleanly_on_sigterm() {
     let name = unique("restart");
     let _seg = Segment(name.clone());
     let mut det = Proc::spawn("shmcast-detect", &mut detector(&name, &[]));
-    let args = ["--format", "gray8", "--fps", "200", "--frames", "200", "--slots", "16"];
+    // A deep ring: this test is about following restarts, not speed, so a
+    // detector descheduled on a loaded machine must not be lapped.
+    let args = ["--format", "gray8", "--fps", "200", "--frames", "200", "--slots", "256"];
     for run in 0..2 {
         let prod = Proc::spawn("shmcast-producer", &mut testsrc(&name, 640, 480, &args)).output(LONG);
         assert!(prod.status.success(), "producer run {run} failed:\n{}", show(&prod));

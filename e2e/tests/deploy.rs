@@ -42,6 +42,8 @@ fn dry_run_prints_numactl_commands_for_the_example() {
         format!("numactl --physcpubind=1 --membind=0 -- {}/shmcast-detect --name cam0 ", b.display()),
         format!("numactl --physcpubind=1 --membind=0 -- {}/shmcast-rtsp --name cam0 ", b.display()),
         "--listen 127.0.0.1:8554 --mount /cam0 --metrics 127.0.0.1:9103".to_string(),
+        format!("numactl --physcpubind=1 --membind=0 -- {}/shmcast-record --name cam0 ", b.display()),
+        "--dir /tmp/cam0.rec --metrics 127.0.0.1:9104".to_string(),
     ];
     for e in &expect {
         assert!(text.contains(e), "dry run lacks `{e}`:\n{text}");
@@ -264,4 +266,29 @@ fn operations_scripts_pass_shellcheck() {
         .collect();
     let out = Command::new("shellcheck").args(&scripts).output().unwrap();
     assert!(out.status.success(), "{}", describe(&out));
+}
+
+/// The systemd units keep the ring writable by the producer alone: consumers
+/// run as another user that is only in the producer's group (read access to
+/// a mode-0640 object), and the producer cleans a stale segment before it starts.
+#[test]
+fn systemd_units_separate_the_writer_from_the_readers() {
+    let dir = shmcast_e2e::repo_root().join("deploy/systemd");
+    let key = |unit: &str, k: &str| -> Option<String> {
+        let text = std::fs::read_to_string(dir.join(unit)).unwrap_or_else(|e| panic!("{unit}: {e}"));
+        text.lines().find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_string))
+    };
+    let producer = "shmcast-producer@.service";
+    let (p_user, p_group) = (key(producer, "User").unwrap(), key(producer, "Group").unwrap());
+    assert!(
+        key(producer, "ExecStartPre").is_some_and(|c| c.contains("shmcast-inspect --clean --name %i")),
+        "the producer unit does not clean a stale segment first"
+    );
+    for unit in ["shmcast-detect@.service", "shmcast-rtsp@.service"] {
+        let user = key(unit, "User").unwrap_or_else(|| panic!("{unit}: no User="));
+        assert_ne!(user, p_user, "{unit} runs as the producer's user: it could truncate the ring");
+        assert_ne!(key(unit, "Group"), Some(p_group.clone()), "{unit} runs in the producer's primary group");
+        let groups = key(unit, "SupplementaryGroups").unwrap_or_default();
+        assert!(groups.split_whitespace().any(|g| g == p_group), "{unit} cannot read the ring (not in {p_group})");
+    }
 }

@@ -10,12 +10,25 @@ use shmcast_e2e::{
     Family, Guard, bin, family, free_port, parse_metrics, require_tool, scrape, unique_name, value, wait_for,
 };
 
-/// Scrapes until the server answers (bounded), parses, and checks that the
-/// text is well-formed for the parser.
+/// Scrapes until the server answers with `ready` among its families (the
+/// server may answer before the binary has registered everything: the
+/// listener starts first), parses, and checks that the text is well-formed
+/// for the parser.
+fn scrape_parsed_with(g: &Guard, label: &str, addr: &str, ready: &str) -> Vec<Family> {
+    let mut last = None;
+    wait_for(Duration::from_secs(20), || {
+        let fams = parse_metrics(&scrape(addr)?);
+        let ok = family(&fams, ready).is_some_and(|f| !f.samples.is_empty());
+        last = Some(fams.iter().map(|f| f.name.clone()).collect::<Vec<_>>());
+        ok.then_some(fams)
+    })
+    .unwrap_or_else(|| {
+        panic!("no {ready} from http://{addr}/metrics within 20 s (families {last:?}); {label} log:\n{}", g.log(label))
+    })
+}
+
 fn scrape_parsed(g: &Guard, label: &str, addr: &str) -> Vec<Family> {
-    let text = wait_for(Duration::from_secs(20), || scrape(addr))
-        .unwrap_or_else(|| panic!("no answer from http://{addr}/metrics within 20 s; {label} log:\n{}", g.log(label)));
-    parse_metrics(&text)
+    scrape_parsed_with(g, label, addr, "shmcast_frames_total")
 }
 
 fn assert_family(fams: &[Family], name: &str, kind: &str, who: &str) {
@@ -138,7 +151,7 @@ fn rtsp_bridge_serves_metrics() {
     );
     // The server answers before any client; the feeder's families may appear
     // only once a client makes the bridge attach to the ring.
-    let first = scrape_parsed(&g, &label, &addr);
+    let first = scrape_parsed_with(&g, &label, &addr, "process_resident_memory_bytes");
     assert_labels(&first, "shmcast-rtsp", &name);
     // A real client: the bridge encodes while someone watches.
     let url = format!("rtsp://127.0.0.1:{rtsp_port}/m");
@@ -185,7 +198,7 @@ fn inspect_watch_serves_metrics() {
         .expect("producer segment");
     let label = format!("inspect-{name}");
     g.spawn(&label, Command::new(bin("shmcast-inspect")).args(["--name", &name, "--watch", "--metrics", &addr]));
-    let fams = scrape_parsed(&g, &label, &addr);
+    let fams = scrape_parsed_with(&g, &label, &addr, "shmcast_head");
     assert_family(&fams, "process_resident_memory_bytes", "gauge", "shmcast-inspect");
     assert_labels(&fams, "shmcast-inspect", &name);
 }

@@ -49,6 +49,7 @@ impl FrameMeta {
         }
     }
 
+    #[cfg_attr(loom, allow(dead_code))] // the loom model has no slot descriptors
     pub(crate) fn store(&self, d: &SlotDesc) {
         // Relaxed: published by the Release store of the slot word in `seq::commit`.
         d.frame_id.store(self.frame_id, Ordering::Relaxed);
@@ -62,6 +63,7 @@ impl FrameMeta {
         d.temperature_mc.store(mc, Ordering::Relaxed);
     }
 
+    #[cfg_attr(loom, allow(dead_code))] // the loom model has no slot descriptors
     pub(crate) fn load(d: &SlotDesc) -> FrameMeta {
         // Relaxed: validated afterwards by `seq::validate`.
         let exposure = d.exposure_us.load(Ordering::Relaxed);

@@ -103,8 +103,9 @@ pub fn lock_path(name: &StreamName, dir: &Path) -> PathBuf {
     dir.join(format!(".{}{LOCK_SUFFIX}", name.file_name()))
 }
 
-/// The held ownership of a name. Dropping it releases the lock; [`Owner::release`]
-/// also removes the lock file.
+/// The held ownership of a name. Dropping it removes the lock file (while
+/// still holding it) and releases the name; a process that dies without
+/// dropping it leaves the file, whose lock the kernel has released.
 #[derive(Debug)]
 pub struct Owner {
     file: std::fs::File,
@@ -135,9 +136,12 @@ impl Owner {
         }
         Err(io::Error::new(io::ErrorKind::WouldBlock, "the name's lock file keeps being replaced"))
     }
+}
 
-    /// Removes the lock file (while still holding it) and releases the name.
-    pub fn release(self) {
+impl Drop for Owner {
+    fn drop(&mut self) {
+        // A process that opened this file before the unlink and locks it
+        // after our close sees the path no longer names it, and retries.
         if let Ok(m) = self.file.metadata() {
             unlink_if_same(&self.path, (m.dev(), m.ino()));
         }
@@ -342,18 +346,62 @@ impl Drop for UnlinkGuard {
 
 /// What to do with an object found under a name we now own: its producer is
 /// gone (we hold the lock), so a shmcast segment of any version, or one left
-/// half-made, is replaced (`Ok(pid)`, 0 when unknown); anything else is not
-/// ours to delete (`Err(reason)`).
+/// empty or half-made (magic still 0), is replaced (`Ok(pid)`, 0 when
+/// unknown); anything else is not ours to delete (`Err(reason)`).
 fn leftover(name: &StreamName, path: &Path) -> Result<u32, String> {
-    match open_path(name, path) {
-        Ok(m) => Ok(m.decoded.identity.pid),
-        Err(OpenError::NotFound { .. }) => Ok(0),
-        Err(OpenError::Invalid { reason: HeaderError::BadMagic { .. }, .. }) => {
-            Err(open_path(name, path).err().map(|e| e.to_string()).unwrap_or_default())
-        }
-        Err(OpenError::Invalid { .. }) => Ok(0),
-        Err(e) => Err(e.to_string()),
+    let file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(format!("cannot open it: {e}")),
+    };
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    if size == 0 {
+        return Ok(0);
     }
+    let mut magic = [0u8; 8];
+    if std::os::unix::fs::FileExt::read_exact_at(&file, &mut magic, 0).is_err() {
+        return Err(format!("{size} bytes, too small to be a segment"));
+    }
+    match u64::from_ne_bytes(magic) {
+        0 => Ok(0),
+        MAGIC => Ok(open_path(name, path).map(|m| m.decoded.identity.pid).unwrap_or(0)),
+        found => Err(HeaderError::BadMagic { found }.to_string()),
+    }
+}
+
+/// One object [`clean_stale`] looked at: its path, and the bytes it freed or
+/// why it was left alone.
+pub type Cleaned = (PathBuf, Result<u64, String>);
+
+/// Removes the objects of `name` if no producer owns it: takes the name's
+/// lock (so no producer can be creating it meanwhile), removes every shmcast
+/// object of that name in the default directory and the huge-page mounts, and
+/// releases the name. Returns `None` when a running producer holds the name
+/// (it is never touched), else the paths removed with the bytes each held.
+/// Objects under the name that are not shmcast segments are left alone and
+/// reported as `Err` entries.
+///
+/// # Errors
+/// The name's lock file cannot be opened or locked.
+pub fn clean_stale(name: &StreamName) -> io::Result<Option<Vec<Cleaned>>> {
+    let Some(owner) = Owner::acquire(name, &default_dir())? else { return Ok(None) };
+    let mut out = Vec::new();
+    for p in find_all(name, None) {
+        match leftover(name, &p) {
+            Ok(_) => {
+                // Memory really held: allocated blocks, not the (maybe sparse) length.
+                let bytes = std::fs::symlink_metadata(&p).map(|m| m.blocks() * 512).unwrap_or(0);
+                match std::fs::remove_file(&p) {
+                    Ok(()) => out.push((p, Ok(bytes))),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => out.push((p, Err(format!("cannot remove it: {e}")))),
+                }
+            }
+            Err(reason) => out.push((p, Err(format!("not a shmcast segment, left alone: {reason}")))),
+        }
+    }
+    drop(owner);
+    Ok(Some(out))
 }
 
 /// Describes the holder of a name for an error message.

@@ -180,9 +180,7 @@ impl Drop for Writer {
         self.set_state(layout::state::CLOSED);
         segment::unlink_if_same(&self.path, self.dev_ino);
         // Last: while the lock is held nobody else can create the name.
-        if let Some(owner) = self.owner.take() {
-            owner.release();
-        }
+        drop(self.owner.take());
     }
 }
 

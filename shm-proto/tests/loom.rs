@@ -1,20 +1,29 @@
-//! A loom model of the ring protocol: 1 writer, 2 readers, 2 slots.
+//! Loom models of the ring protocol: 1 writer, 1 reader, 2 slots, 3 frames,
+//! for each lapped policy, and with a close.
 //!
-//! The model uses the very steps of `shm_proto::seq` that the real writer and
-//! reader use (under `--cfg loom` they run on loom's atomics). The payload of
-//! a slot is two words written with Relaxed atomics, standing in for the bytes
-//! (loom would report the real code's plain byte copies as the data race the
-//! seqlock is designed around). Checked in every interleaving:
-//! no torn frame is ever accepted; sequences never go backwards; losses are
-//! reported, so `accepted + overruns + lost == cursor`.
+//! The readers run the shipped cursor code ([`shm_proto::ring::Cursor`], the
+//! very `advance`/`available` that `Reader` runs) over a [`RingView`] of this
+//! model's in-process ring, and the writer runs the shipped steps of
+//! `shm_proto::seq`. The payload of a slot is two words written with Relaxed
+//! atomics, standing in for the bytes (loom would report the real code's plain
+//! byte copies as the data race the seqlock is designed around); the same two
+//! words also stand in for the slot's metadata, which `advance` validates.
+//! Checked in every interleaving:
+//! - no torn frame or torn metadata is ever accepted;
+//! - sequences never go backwards;
+//! - a reader that has seen the stream closed has been given every frame
+//!   published before the close, or counted it lost: `frames + lost == written`.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p shm-proto --release --test loom`
 #![cfg(loom)]
 
 use loom::sync::Arc;
-use loom::sync::atomic::{AtomicU64, Ordering};
+use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use loom::thread;
-use shm_proto::seq::{self, SlotState};
+use shm_proto::layout::state;
+use shm_proto::meta::FrameMeta;
+use shm_proto::ring::{Avail, Cursor, Lapped, RingView};
+use shm_proto::seq;
 
 const SLOTS: u64 = 2;
 const FRAMES: u64 = 3;
@@ -22,8 +31,28 @@ const FRAMES: u64 = 3;
 struct Ring {
     head: AtomicU64,
     tail: AtomicU64,
+    state: AtomicU32,
     seqs: [AtomicU64; SLOTS as usize],
     payload: [[AtomicU64; 2]; SLOTS as usize],
+}
+
+impl RingView for Ring {
+    fn slots(&self) -> u64 {
+        SLOTS
+    }
+    fn head(&self) -> &AtomicU64 {
+        &self.head
+    }
+    fn slot_seq(&self, slot: u64) -> &AtomicU64 {
+        &self.seqs[slot as usize]
+    }
+    fn load_meta(&self, slot: u64) -> FrameMeta {
+        let p = &self.payload[slot as usize];
+        FrameMeta::new(p[0].load(Ordering::Relaxed), p[1].load(Ordering::Relaxed), 0)
+    }
+    fn state(&self) -> &AtomicU32 {
+        &self.state
+    }
 }
 
 fn word(s: u64, i: u64) -> u64 {
@@ -40,91 +69,114 @@ fn write(ring: &Ring, s: u64) {
 }
 
 #[derive(Default, Debug)]
-struct ReaderState {
-    cursor: u64,
+struct Seen {
     accepted: u64,
     overruns: u64,
-    lost: u64,
     last: Option<u64>,
 }
 
-/// One `next` attempt, mirroring `Reader::advance` + use + `Frame::validate`.
-fn read_once(ring: &Ring, st: &mut ReaderState) {
-    loop {
-        let head = seq::load_head(&ring.head);
-        if st.cursor >= head {
-            return;
-        }
-        let tail = seq::load_tail(&ring.tail);
-        if st.cursor < tail {
-            st.lost += tail - st.cursor;
-            st.cursor = tail;
-            if st.cursor >= head {
-                return;
-            }
-        }
-        let s = st.cursor;
-        let slot = (s % SLOTS) as usize;
-        match seq::check(&ring.seqs[slot], s) {
-            SlotState::Ready => {
-                st.cursor = s + 1;
-                if let Some(l) = st.last {
-                    assert!(s > l, "sequence went backwards: {l} then {s}");
-                }
-                st.last = Some(s);
-                let a = ring.payload[slot][0].load(Ordering::Relaxed);
-                let b = ring.payload[slot][1].load(Ordering::Relaxed);
-                if seq::validate(&ring.seqs[slot], s) {
-                    assert_eq!((a, b), (word(s, 0), word(s, 1)), "torn frame {s} accepted");
-                    st.accepted += 1;
-                } else {
-                    st.overruns += 1;
-                }
-                return;
-            }
-            SlotState::Overwritten => {
-                let next = seq::load_tail(&ring.tail).max(s + 1);
-                st.lost += next - s;
-                st.cursor = next;
-            }
-            SlotState::NotYet => {
-                panic!("head {head} > {s} but slot word is {} (tail {tail})", ring.seqs[slot].load(Ordering::Relaxed))
-            }
-        }
+/// One `Reader::try_next` + a use of the bytes + the check `Frame::read` makes.
+fn read_once(ring: &Ring, c: &mut Cursor, lapped: Lapped, seen: &mut Seen) {
+    let Some((s, meta, _)) = c.advance(ring, lapped) else { return };
+    assert_eq!((meta.frame_id, meta.capture_ns), (word(s, 0), word(s, 1)), "torn metadata of {s} handed out");
+    if let Some(l) = seen.last {
+        assert!(s > l, "sequence went backwards: {l} then {s}");
+    }
+    seen.last = Some(s);
+    let slot = (s % SLOTS) as usize;
+    let a = ring.payload[slot][0].load(Ordering::Relaxed);
+    let b = ring.payload[slot][1].load(Ordering::Relaxed);
+    if seq::validate(&ring.seqs[slot], s) {
+        assert_eq!((a, b), (word(s, 0), word(s, 1)), "torn frame {s} accepted");
+        seen.accepted += 1;
+    } else {
+        seen.overruns += 1;
     }
 }
 
-#[test]
-fn ring_protocol() {
-    loom::model(|| {
-        let ring = Arc::new(Ring {
-            head: AtomicU64::new(0),
-            tail: AtomicU64::new(0),
-            seqs: [AtomicU64::new(0), AtomicU64::new(0)],
-            payload: [[AtomicU64::new(0), AtomicU64::new(0)], [AtomicU64::new(0), AtomicU64::new(0)]],
-        });
-        let readers: Vec<_> = (0..2)
-            .map(|_| {
-                let ring = Arc::clone(&ring);
-                thread::spawn(move || {
-                    let mut st = ReaderState::default();
-                    read_once(&ring, &mut st);
-                    read_once(&ring, &mut st);
-                    st
-                })
+fn new_ring() -> Arc<Ring> {
+    Arc::new(Ring {
+        head: AtomicU64::new(0),
+        tail: AtomicU64::new(0),
+        state: AtomicU32::new(state::LIVE),
+        seqs: [AtomicU64::new(0), AtomicU64::new(0)],
+        payload: [[AtomicU64::new(0), AtomicU64::new(0)], [AtomicU64::new(0), AtomicU64::new(0)]],
+    })
+}
+
+/// A reader running concurrently with the writer, which publishes three
+/// frames into two slots: nothing torn is accepted, and after the writer is
+/// done everything is accounted for. Readers write nothing shared, so one
+/// reader per model checks every behaviour a second one could add.
+fn one_reader(lapped: Lapped) {
+    loom::model(move || {
+        let ring = new_ring();
+        let reader = {
+            let ring = Arc::clone(&ring);
+            thread::spawn(move || {
+                let mut c = Cursor::new(0);
+                let mut seen = Seen::default();
+                read_once(&ring, &mut c, lapped, &mut seen);
+                read_once(&ring, &mut c, lapped, &mut seen);
+                (c, seen)
             })
-            .collect();
+        };
         for s in 0..FRAMES {
             write(&ring, s);
         }
-        for r in readers {
-            let mut st = r.join().unwrap();
-            // Drain after the writer is done: everything is accounted for.
-            for _ in 0..FRAMES {
-                read_once(&ring, &mut st);
-            }
-            assert_eq!(st.cursor, FRAMES, "{st:?}");
-            assert_eq!(st.accepted + st.overruns + st.lost, FRAMES, "{st:?}");
+        let (mut c, mut seen) = reader.join().unwrap();
+        for _ in 0..FRAMES {
+            read_once(&ring, &mut c, lapped, &mut seen);
         }
+        assert_eq!(c.pos(), FRAMES, "{seen:?}");
+        assert_eq!(c.frames() + c.lost(), FRAMES, "{seen:?}");
+        assert_eq!(c.frames(), seen.accepted + seen.overruns, "{seen:?}");
+        assert!(c.corrupt().is_none());
+    });
+}
+
+#[test]
+fn a_reader_landing_on_the_newest_never_accepts_a_torn_frame() {
+    one_reader(Lapped::Newest);
+}
+
+#[test]
+fn a_reader_landing_on_the_oldest_never_accepts_a_torn_frame() {
+    one_reader(Lapped::Oldest);
+}
+
+/// The close path: a reader that sees the stream closed has been given every
+/// frame published before the close, or counted it lost.
+#[test]
+fn a_reader_that_sees_the_close_has_every_frame_accounted() {
+    loom::model(|| {
+        let ring = new_ring();
+        let reader = {
+            let ring = Arc::clone(&ring);
+            thread::spawn(move || {
+                let mut c = Cursor::new(0);
+                let mut seen = Seen::default();
+                read_once(&ring, &mut c, Lapped::Newest, &mut seen);
+                // What `Reader::wait` does before it reports `Gone(Closed)`:
+                // the state (Acquire), then `head` once more.
+                if seq::load_state(&ring.state) == state::CLOSED {
+                    for _ in 0..=FRAMES {
+                        if c.available(&*ring) != Avail::Ready {
+                            break;
+                        }
+                        read_once(&ring, &mut c, Lapped::Newest, &mut seen);
+                    }
+                    assert_eq!(c.available(&*ring), Avail::Empty);
+                    assert_eq!(c.frames() + c.lost(), FRAMES, "closed but not every frame accounted: {seen:?}");
+                }
+                (c, seen)
+            })
+        };
+        for s in 0..FRAMES {
+            write(&ring, s);
+        }
+        seq::store_state(&ring.state, state::CLOSED);
+        let (c, seen) = reader.join().unwrap();
+        assert_eq!(c.frames(), seen.accepted + seen.overruns, "{seen:?}");
     });
 }

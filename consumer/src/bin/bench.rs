@@ -15,9 +15,11 @@ use shm_proto::os::realtime_ns;
 use shm_proto::{CreateOptions, FrameMeta, Next, PixelFormat, Reader, ReaderOptions, VideoFormat, Writer};
 
 /// Benchmark the shmcast ring: writer throughput with 0, 1 and 2 reader
-/// processes reading every byte, against single-thread memcpy; publish →
-/// wake-up latency with futex waiting and with spinning, against a raw futex
-/// and a pipe between two processes.
+/// processes reading every byte, against single-thread memcpy, and the intact
+/// frames per second each reader got (frames it read whole, not overwritten
+/// mid-read); publish → wake-up latency with futex waiting and with spinning,
+/// against a raw futex and a pipe between two processes, with the processes
+/// pinned to different CPUs and unpinned.
 ///
 /// Examples:
 ///   shmcast-bench                 # full run, table (about a minute)
@@ -146,7 +148,8 @@ fn reader_child(name: &str) -> anyhow::Result<()> {
         }
     }
     let s = r.stats();
-    print_result(json!({"frames": s.frames, "lost": s.lost, "overruns": s.overruns, "bytes": bytes, "sum": sum}));
+    print_result(json!({"frames": s.frames, "lost": s.lost, "overruns": s.overruns,
+        "intact": s.frames.saturating_sub(s.overruns), "bytes": bytes, "sum": sum}));
     Ok(())
 }
 
@@ -212,8 +215,23 @@ fn pipe_child(samples: usize) -> anyhow::Result<()> {
 
 // ------------------------------------------------------------------ parent
 
-/// CPUs that benchmark children pin themselves to (set when pinning).
-static CHILD_CPUS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// CPUs that benchmark children pin themselves to (empty: not pinned).
+static CHILD_CPUS: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// Places this process and the children it starts next: the writer on CPU 0
+/// and children on the other CPUs, or everyone on every CPU.
+fn place(pin: bool) -> anyhow::Result<()> {
+    let all: Vec<usize> = (0..=reader_cpus().len()).collect();
+    let mut child = CHILD_CPUS.lock().unwrap_or_else(|e| e.into_inner());
+    if pin {
+        shm_proto::os::pin_to_cpus(&[0]).context("pin writer")?;
+        *child = reader_cpus().iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+    } else {
+        shm_proto::os::pin_to_cpus(&all).context("unpin")?;
+        child.clear();
+    }
+    Ok(())
+}
 
 struct Kid {
     child: Child,
@@ -225,7 +243,8 @@ impl Kid {
         let exe = std::env::current_exe()?;
         let mut cmd = Command::new(exe);
         cmd.args(args);
-        if let Some(cpus) = CHILD_CPUS.get() {
+        let cpus = CHILD_CPUS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if !cpus.is_empty() {
             cmd.arg("--pin-cpus").arg(cpus);
         }
         let mut child = cmd
@@ -320,7 +339,10 @@ fn throughput(w: u32, h: u32, readers: usize, secs: f64, hugepages: bool) -> any
     let elapsed = start.elapsed().as_secs_f64();
     let n = n - first;
     drop(writer);
-    let results: Vec<serde_json::Value> = kids.into_iter().map(Kid::result).collect::<Result<_, _>>()?;
+    let mut results: Vec<serde_json::Value> = kids.into_iter().map(Kid::result).collect::<Result<_, _>>()?;
+    for r in &mut results {
+        r["intact_fps"] = json!(r["intact"].as_f64().unwrap_or(0.0) / elapsed);
+    }
     let size = format.frame_size as f64;
     Ok(json!({
         "width": w, "height": h, "readers": readers, "hugepages": hugepages, "frame_bytes": format.frame_size,
@@ -383,13 +405,7 @@ fn main_bench(args: &Args) -> anyhow::Result<()> {
         (vec![(1920, 1080), (3840, 2160)], args.secs, args.samples)
     };
     let pin = !args.no_pin && !reader_cpus().is_empty();
-    if pin {
-        // The writer (this thread) on CPU 0; readers on the others. Spawned
-        // children re-pin themselves.
-        shm_proto::os::pin_to_cpus(&[0]).context("pin writer")?;
-        let cpus = reader_cpus().iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
-        let _ = CHILD_CPUS.set(cpus);
-    }
+    place(pin)?;
     let mut tp = Vec::new();
     for &(w, h) in &sizes {
         let size = w as usize * h as usize * 3;
@@ -403,12 +419,24 @@ fn main_bench(args: &Args) -> anyhow::Result<()> {
             tp.push(r);
         }
     }
-    let lat = json!({
-        "ring_futex": latency_ring(false, samples)?,
-        "ring_spin": latency_ring(true, samples)?,
-        "raw_futex": latency_futex(samples)?,
-        "pipe": latency_pipe(samples)?,
-    });
+    // Wake-up latency in both placements: pinned to different CPUs (waking an
+    // idle CPU is part of the cost) and unpinned (the scheduler may run the
+    // reader where the writer just was).
+    let mut lat = serde_json::Map::new();
+    let placements: &[bool] = if reader_cpus().is_empty() { &[false] } else { &[true, false] };
+    for &p in placements {
+        place(p)?;
+        lat.insert(
+            if p { "pinned" } else { "unpinned" }.to_string(),
+            json!({
+                "ring_futex": latency_ring(false, samples)?,
+                "ring_spin": latency_ring(true, samples)?,
+                "raw_futex": latency_futex(samples)?,
+                "pipe": latency_pipe(samples)?,
+            }),
+        );
+    }
+    let lat = serde_json::Value::Object(lat);
     let report = json!({"throughput": tp, "latency": lat, "quick": args.quick, "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)});
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -419,13 +447,25 @@ fn main_bench(args: &Args) -> anyhow::Result<()> {
         println!("(writer pinned to CPU 0, readers to CPUs 1..; memcpy baseline on CPU 0; same placement for latency)");
     }
     println!(
-        "{:<11} {:>7} {:>9} {:>8} {:>11} {:>8}  per reader: frames read / lost",
+        "{:<11} {:>7} {:>9} {:>8} {:>11} {:>8}  per reader: intact frames/s (read / torn / lost)",
         "frame", "readers", "frames/s", "GB/s", "memcpy GB/s", "ratio"
     );
     for r in &tp {
         let per: Vec<String> = r["reader_results"]
             .as_array()
-            .map(|a| a.iter().map(|x| format!("{}/{}", x["frames"], x["lost"])).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|x| {
+                        format!(
+                            "{:.0} ({}/{}/{})",
+                            x["intact_fps"].as_f64().unwrap_or(0.0),
+                            x["frames"],
+                            x["overruns"],
+                            x["lost"]
+                        )
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         println!(
             "{:<11} {:>7} {:>9.1} {:>8.2} {:>11.2} {:>7.2}x  {}",
@@ -438,27 +478,29 @@ fn main_bench(args: &Args) -> anyhow::Result<()> {
             per.join("  ")
         );
     }
-    println!();
-    println!("latency: publish -> reader running with the frame (one-way, two processes), µs");
-    println!("{:<34} {:>8} {:>8} {:>8} {:>9}", "mode", "p50", "p99", "p99.9", "max");
-    let base = lat["raw_futex"]["p50_ns"].as_f64().unwrap_or(1.0).max(1.0);
-    for (key, label) in [
-        ("ring_futex", "ring, futex wait"),
-        ("ring_spin", "ring, spinning reader"),
-        ("raw_futex", "baseline: raw futex wake"),
-        ("pipe", "baseline: pipe write -> read"),
-    ] {
-        let l = &lat[key];
-        let us = |k: &str| l[k].as_f64().unwrap_or(0.0) / 1000.0;
-        println!(
-            "{:<34} {:>8.2} {:>8.2} {:>8.2} {:>9.1}   ({:.2}x raw futex p50)",
-            label,
-            us("p50_ns"),
-            us("p99_ns"),
-            us("p999_ns"),
-            us("max_ns"),
-            l["p50_ns"].as_f64().unwrap_or(0.0) / base
-        );
+    for (placement, l) in lat.as_object().into_iter().flatten() {
+        println!();
+        println!("latency, {placement}: publish -> reader running with the frame (one-way, two processes), µs");
+        println!("{:<34} {:>8} {:>8} {:>8} {:>9}", "mode", "p50", "p99", "p99.9", "max");
+        let base = l["raw_futex"]["p50_ns"].as_f64().unwrap_or(1.0).max(1.0);
+        for (key, label) in [
+            ("ring_futex", "ring, futex wait"),
+            ("ring_spin", "ring, spinning reader"),
+            ("raw_futex", "baseline: raw futex wake"),
+            ("pipe", "baseline: pipe write -> read"),
+        ] {
+            let l = &l[key];
+            let us = |k: &str| l[k].as_f64().unwrap_or(0.0) / 1000.0;
+            println!(
+                "{:<34} {:>8.2} {:>8.2} {:>8.2} {:>9.1}   ({:.2}x raw futex p50)",
+                label,
+                us("p50_ns"),
+                us("p99_ns"),
+                us("p999_ns"),
+                us("max_ns"),
+                l["p50_ns"].as_f64().unwrap_or(0.0) / base
+            );
+        }
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ use shm_proto::{Reader, ReaderOptions, SegmentInfo};
 ///   shmcast-inspect --name cam0 --json
 ///   shmcast-inspect --name cam0 --watch --json      # one JSON object per second
 ///   shmcast-inspect                                  # list all streams
+///   shmcast-inspect --clean                          # remove stale segments (never a live one)
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
@@ -27,6 +28,11 @@ struct Args {
     /// Keep printing every second until interrupted.
     #[arg(long)]
     watch: bool,
+    /// Remove the segments (and lock files) of every stream whose producer is
+    /// gone — or just of --name — printing each and the memory it frees. A
+    /// stream whose producer runs, even stopped, is never touched.
+    #[arg(long, conflicts_with = "watch")]
+    clean: bool,
     /// Seconds over which the frame rate is measured.
     #[arg(long, default_value_t = 1.0, value_name = "SECS")]
     interval: f64,
@@ -42,6 +48,9 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     shmcast_common::start(&args.common, "shmcast-inspect", args.name.as_deref().unwrap_or(""))?;
     anyhow::ensure!(args.interval > 0.0 && args.interval <= 60.0, "--interval must be between 0 and 60 seconds");
+    if args.clean {
+        return clean(&args);
+    }
     let Some(name) = args.name.clone() else {
         return list(&args);
     };
@@ -99,7 +108,7 @@ fn measure(r: &Reader, interval: Duration, stop: &std::sync::atomic::AtomicBool)
     }
     let h1 = r.head();
     let secs = start.elapsed().as_secs_f64();
-    (r.info(), if secs > 0.0 { (h1 - h0) as f64 / secs } else { 0.0 })
+    (r.info(), if secs > 0.0 { h1.saturating_sub(h0) as f64 / secs } else { 0.0 })
 }
 
 fn to_json(i: &SegmentInfo, fps: f64) -> serde_json::Value {
@@ -145,6 +154,32 @@ fn print_text(i: &SegmentInfo, fps: f64) {
     );
     println!("head/tail   {} / {}", i.head, i.tail);
     println!("fps         {fps:.2} (measured)");
+}
+
+fn clean(args: &Args) -> anyhow::Result<()> {
+    let names = match &args.name {
+        Some(n) => vec![n.clone()],
+        None => shm_proto::segment::list(),
+    };
+    let (mut removed, mut freed) = (0, 0u64);
+    for n in &names {
+        let name = shm_proto::StreamName::new(n)?;
+        let Some(done) = shm_proto::segment::clean_stale(&name).with_context(|| format!("cannot clean {n}"))? else {
+            continue;
+        };
+        for (path, r) in done {
+            match r {
+                Ok(bytes) => {
+                    println!("removed {n}: {} ({:.1} MiB)", path.display(), bytes as f64 / 1048576.0);
+                    removed += 1;
+                    freed += bytes;
+                }
+                Err(why) => println!("kept {n}: {}: {why}", path.display()),
+            }
+        }
+    }
+    println!("{removed} stale segment(s) removed, {:.1} MiB freed", freed as f64 / 1048576.0);
+    Ok(())
 }
 
 fn list(args: &Args) -> anyhow::Result<()> {
