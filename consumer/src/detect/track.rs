@@ -216,7 +216,7 @@ pub struct Finished {
     pub speed: f32,
     /// Track points.
     pub points: Vec<TrackPoint>,
-    /// Snapshot slot of the track (see [`Tracker::take_snapshot_slot`]).
+    /// Snapshot slot of the track (released with [`Tracker::release_snapshot_slot`]).
     pub snapshot: Option<usize>,
 }
 
