@@ -1,37 +1,42 @@
 #!/usr/bin/env bash
-# Evaluates shmcast-detect against the test pattern's ground truth: runs
-# shmcast-producer (testsrc, 1280x720, noise, injected meteors and motion) and
-# shmcast-detect on the same stream, then scores the events (a detection
-# matches a truth event when frame ranges overlap and boxes intersect; greedy
-# one-to-one). Exits non-zero when recall < 0.95, precision < 0.95, type
-# accuracy < 0.90, or when the detector lost frames (the score would be void).
+# Evaluates shmcast-detect.
 #
-# usage: scripts/eval-detect.sh            (defaults below; override by env)
-#   FRAMES=2000 SEED=7 EVENTS=20 NOISE=4 FORMAT=gray8 WIDTH=1280 HEIGHT=720 FPS=0
-#   OUT=dir (keeps truth.jsonl, events.jsonl, logs; default: a temp dir)
-#   BIN_DIR=target/release (where the binaries are; built if missing)
+#   scripts/eval-detect.sh [corpus]   the evaluation corpus (default): night-sky
+#                                      clips rendered by scripts/make-corpus.py
+#                                      and encoded by ffmpeg, fed through
+#                                      shmcast-producer --source gst:'filesrc ! decodebin'
+#   scripts/eval-detect.sh ci          the short corpus (3 small clips, CI)
+#   scripts/eval-detect.sh testsrc     the project's own test pattern (no --mask)
 #
-# FPS=0 runs the producer as fast as it can with a ring that holds every frame
-# (slots = FRAMES rounded up to a power of two), so the detector never loses a
-# frame and the run takes seconds; the events' timing is the same as at 30 fps.
-# FPS=30 runs in real time with 64 slots instead (FRAMES/30 seconds).
+# Prints a table per condition (meteor recall/precision, type right, aircraft
+# and satellite events per pass, false events per hour on static sky) and
+# exits non-zero when a target is missed or the detector lost frames.
+#
+# Environment: CORPUS=dir (reuse rendered clips; default: rendered into OUT),
+#   OUT=dir (results; default a temp dir), SEED=1, WIDTH/HEIGHT (1280x720, ci
+#   640x360), STATIC_CLIPS=6, ONLY=clip,names, DETECT_ARGS="extra detector flags",
+#   BIN_DIR=target/release. testsrc mode: FRAMES SEED EVENTS NOISE FORMAT WIDTH HEIGHT.
+#
+# Every clip runs with --fps 0 and a ring holding all its frames (gray8,
+# slots = frames rounded up to a power of two: 1 GiB of /dev/shm at 720p for a
+# few seconds), so the detector provably sees every frame (lost == 0 checked).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-FRAMES=${FRAMES:-2000}
-SEED=${SEED:-7}
-EVENTS=${EVENTS:-20}
-NOISE=${NOISE:-4}
-FORMAT=${FORMAT:-gray8}
-WIDTH=${WIDTH:-1280}
-HEIGHT=${HEIGHT:-720}
-FPS=${FPS:-0}
+MODE=${1:-corpus}
 BIN_DIR=${BIN_DIR:-target/release}
+read -r -a EXTRA <<<"${DETECT_ARGS:-}"
 
 if [[ ! -x $BIN_DIR/shmcast-producer || ! -x $BIN_DIR/shmcast-detect ]]; then
   echo "eval-detect: building the binaries" >&2
   cargo build --release -p shmcast-producer -p shmcast-consumer >&2
 fi
+VENV=${SHMCAST_VENV:-.venv}
+if ! "$VENV/bin/python3" -c 'import numpy' 2>/dev/null; then
+  echo "eval-detect: error: $VENV has no numpy; run bash scripts/setup.sh" >&2
+  exit 1
+fi
+PY=$VENV/bin/python3
 
 if [[ -n ${OUT:-} ]]; then
   mkdir -p "$OUT"
@@ -39,24 +44,6 @@ else
   OUT=$(mktemp -d /tmp/shmcast-eval.XXXXXX)
 fi
 NAME=eval-$$
-if [[ $FPS == 0 ]]; then
-  SLOTS=2
-  while ((SLOTS < FRAMES)); do SLOTS=$((SLOTS * 2)); done
-else
-  SLOTS=64
-fi
-
-# The status band (stamp, sweeping bar) changes every frame by design: mask it.
-BAND=$(python3 - "$WIDTH" "$HEIGHT" <<'PY'
-import sys
-w, h = int(sys.argv[1]), int(sys.argv[2])
-# docs/producer.md: band_h = 4*block, block = StampLayout::for_frame(w, h).block
-raw = w // 38
-block = raw // 8 * 8 if raw >= 16 else raw // 4 * 4
-print(min(h, 4 * block) if block >= 4 and h >= 3 * block else min(h, 16))
-PY
-)
-
 DET_PID=
 cleanup() {
   if [[ -n $DET_PID ]]; then kill "$DET_PID" 2>/dev/null || true; fi
@@ -64,28 +51,88 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "eval-detect: ${WIDTH}x${HEIGHT} $FORMAT noise $NOISE events $EVENTS/1000 seed $SEED frames $FRAMES fps $FPS slots $SLOTS mask 0,0,$WIDTH,$BAND -> $OUT"
-rm -f "$OUT/events.jsonl" "$OUT/truth.jsonl" # --events appends
-"$BIN_DIR/shmcast-detect" --name "$NAME" --mask "0,0,$WIDTH,$BAND" --exit-on-close --attach-timeout 30 \
-  --events "$OUT/events.jsonl" --log-level warn 2>"$OUT/detect.log" &
-DET_PID=$!
-"$BIN_DIR/shmcast-producer" --name "$NAME" --source testsrc --width "$WIDTH" --height "$HEIGHT" --format "$FORMAT" \
-  --fps "$FPS" --noise "$NOISE" --events "$EVENTS" --truth "$OUT/truth.jsonl" --seed "$SEED" --frames "$FRAMES" \
-  --slots "$SLOTS" --log-level warn 2>"$OUT/producer.log"
-status=0
-wait "$DET_PID" || status=$?
-DET_PID=
-if ((status != 0)); then
-  echo "eval-detect: shmcast-detect failed (exit $status):" >&2
-  tail -5 "$OUT/detect.log" >&2
-  exit 1
-fi
-summary=$(grep '"type":"summary"' "$OUT/events.jsonl" | tail -1)
-echo "eval-detect: detector $summary"
-python3 - "$summary" "$FRAMES" <<'PY'
+slots_for() {
+  local s=2
+  while ((s < $1)); do s=$((s * 2)); done
+  echo "$s"
+}
+
+# run_pair EVENTS_FILE LOG_PREFIX PRODUCER_ARGS...: one detector on one producer run.
+run_pair() {
+  local events=$1 log=$2
+  shift 2
+  rm -f "$events" # --events appends
+  "$BIN_DIR/shmcast-detect" --name "$NAME" --exit-on-close --attach-timeout 60 --events "$events" \
+    --log-level warn "${EXTRA[@]}" 2>"$log.detect.log" &
+  DET_PID=$!
+  if ! "$BIN_DIR/shmcast-producer" --name "$NAME" --log-level warn "$@" 2>"$log.producer.log"; then
+    echo "eval-detect: shmcast-producer failed:" >&2
+    tail -5 "$log.producer.log" >&2
+    exit 1
+  fi
+  local status=0
+  wait "$DET_PID" || status=$?
+  DET_PID=
+  if ((status != 0)); then
+    echo "eval-detect: shmcast-detect failed (exit $status):" >&2
+    tail -5 "$log.detect.log" >&2
+    exit 1
+  fi
+}
+
+if [[ $MODE == testsrc ]]; then
+  FRAMES=${FRAMES:-2000}
+  SEED=${SEED:-7}
+  EVENTS=${EVENTS:-20}
+  NOISE=${NOISE:-4}
+  FORMAT=${FORMAT:-gray8}
+  WIDTH=${WIDTH:-1280}
+  HEIGHT=${HEIGHT:-720}
+  SLOTS=$(slots_for "$FRAMES")
+  echo "eval-detect: testsrc ${WIDTH}x${HEIGHT} $FORMAT noise $NOISE events $EVENTS/1000 seed $SEED frames $FRAMES (no --mask) -> $OUT"
+  run_pair "$OUT/events.jsonl" "$OUT/testsrc" --source testsrc --width "$WIDTH" --height "$HEIGHT" --format "$FORMAT" \
+    --fps 0 --noise "$NOISE" --events "$EVENTS" --truth "$OUT/truth.jsonl" --seed "$SEED" --frames "$FRAMES" --slots "$SLOTS"
+  summary=$(grep '"type":"summary"' "$OUT/events.jsonl" | tail -1)
+  echo "eval-detect: detector $summary"
+  python3 - "$summary" "$FRAMES" <<'PY'
 import json, sys
 s = json.loads(sys.argv[1])
 if s["lost"] != 0 or s["frames"] != int(sys.argv[2]):
     sys.exit(f"eval-detect: the detector saw {s['frames']} of {sys.argv[2]} frames and lost {s['lost']}: the score would be void")
 PY
-python3 scripts/score-detect.py "$OUT/truth.jsonl" "$OUT/events.jsonl" --verbose
+  exec python3 scripts/score-detect.py "$OUT/truth.jsonl" "$OUT/events.jsonl" --verbose
+fi
+
+SEED=${SEED:-1}
+case $MODE in
+  corpus) SET=full ;;
+  ci) SET=ci ;;
+  *)
+    echo "eval-detect: error: unknown mode $MODE (expected corpus, ci or testsrc)" >&2
+    exit 2
+    ;;
+esac
+if [[ $SET == ci ]]; then
+  WIDTH=${WIDTH:-640} HEIGHT=${HEIGHT:-360}
+else
+  WIDTH=${WIDTH:-1280} HEIGHT=${HEIGHT:-720}
+fi
+CORPUS=${CORPUS:-$OUT/corpus}
+if [[ ! -f $CORPUS/corpus.json ]]; then
+  echo "eval-detect: rendering the $SET corpus (seed $SEED, ${WIDTH}x${HEIGHT}) into $CORPUS"
+  "$PY" scripts/make-corpus.py "$CORPUS" --set "$SET" --seed "$SEED" --width "$WIDTH" --height "$HEIGHT" \
+    --static-clips "${STATIC_CLIPS:-6}" --only "${ONLY:-}"
+fi
+
+mapfile -t CLIPS < <("$PY" -c '
+import json, sys
+for c in json.load(open(sys.argv[1]))["clips"]:
+    print("\t".join([c["name"], str(c["frames"]), str(c["width"]), str(c["height"]), c["source"]]))
+' "$CORPUS/corpus.json")
+for line in "${CLIPS[@]}"; do
+  IFS=$'\t' read -r clip frames w h source <<<"$line"
+  echo "eval-detect: $clip ($frames frames)"
+  run_pair "$OUT/$clip.events.jsonl" "$OUT/$clip" --source "gst:$source" --width "$w" --height "$h" \
+    --format gray8 --fps 0 --slots "$(slots_for "$frames")"
+done
+exec "$PY" scripts/score-corpus.py "$CORPUS" "$OUT"

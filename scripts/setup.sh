@@ -40,4 +40,13 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 rustup component add clippy rustfmt >/dev/null 2>&1 || true
+
+# Python packages for the scripts (the detector's evaluation corpus renders
+# with numpy) live in a virtualenv of the repository: .venv.
+VENV=${SHMCAST_VENV:-$(cd "$(dirname "$0")/.." && pwd)/.venv}
+if ! "$VENV/bin/python3" -c 'import numpy' 2>/dev/null; then
+  echo "setup: creating $VENV with numpy"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'numpy>=1.24,<3'
+fi
 echo "setup: ok"

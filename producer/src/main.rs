@@ -8,9 +8,10 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use shm_proto::{CreateOptions, FrameMeta, PixelFormat, VideoFormat};
+use shm_proto::{CreateOptions, FrameMeta, PixelFormat, Rect, VideoFormat};
 use shmcast_common::CommonArgs;
 use shmcast_producer::output::{Output, Pacer, TruthFile};
+use shmcast_producer::scene;
 use shmcast_producer::testsrc::{Settings, TestSrc};
 use shmcast_producer::{gst_source, v4l2_source};
 
@@ -234,7 +235,11 @@ fn run_testsrc(args: &Args, create: &CreateOptions, stop: &AtomicBool) -> anyhow
     };
     // The stream first: a name in use or a full /dev/shm fails before the
     // (at large sizes, slow) background preparation.
-    let mut out = Output::create(&args.name, format, create)?;
+    // The status band changes every frame by design: record it in the header
+    // as the producer's overlay, so pixel-analysing consumers ignore it.
+    let (bx, by, bw, bh) = scene::status_band(format.width, format.height);
+    let create = CreateOptions { overlay: Some(Rect::new(bx, by, bw, bh)), ..create.clone() };
+    let mut out = Output::create(&args.name, format, &create)?;
     let (mut src, capped) = TestSrc::new(&format, &settings)?;
     if let Some(rate) = capped {
         tracing::warn!(
@@ -243,8 +248,8 @@ fn run_testsrc(args: &Args, create: &CreateOptions, stop: &AtomicBool) -> anyhow
             "--events asks for more events than fit without overlap; delivering about this many per 1000 frames"
         );
     }
-    let (bx, by, bw, bh) = src.band();
-    tracing::info!(x = bx, y = by, w = bw, h = bh, mask = %format_args!("{bx},{by},{bw},{bh}"), "status band (mask it)");
+    debug_assert_eq!(src.band(), (bx, by, bw, bh));
+    tracing::info!(x = bx, y = by, w = bw, h = bh, "status band (recorded as the stream's overlay region)");
     let mut truth = match &args.truth {
         Some(p) => Some(TruthFile::create(p)?),
         None => None,

@@ -15,8 +15,10 @@ use clap::Parser;
 use shm_proto::{Event, Follower, ProducerStatus, ReaderOptions, Start, VideoFormat};
 use shmcast_common::ReaderMetrics;
 use shmcast_common::metrics::{self, Counter, Histogram};
+use shmcast_consumer::detect::mask::MaskImage;
 use shmcast_consumer::detect::mqtt::{MqttConfig, MqttStats, Publisher};
-use shmcast_consumer::detect::{Config, Detector, EventRecord, Rect, Summary, snapshot};
+use shmcast_consumer::detect::sink::EventSink;
+use shmcast_consumer::detect::{Config, Detector, EventRecord, Kind, Rect, Summary};
 
 /// Detect meteors and moving objects in a shmcast stream, reading frames in place.
 ///
@@ -44,8 +46,15 @@ struct Args {
     snapshots: Option<PathBuf>,
 
     /// Exclude a region x,y,w,h (full-resolution pixels) from detection; repeatable.
+    /// The producer's own overlay region (e.g. the test pattern's status band)
+    /// is always excluded.
     #[arg(long, value_name = "X,Y,W,H")]
     mask: Vec<Rect>,
+
+    /// Exclude the dark pixels of a mask image (PNG, or PGM P5/P2; scaled to
+    /// the stream's size): paint what to ignore black, what to analyse white.
+    #[arg(long, value_name = "FILE")]
+    mask_file: Option<PathBuf>,
 
     /// Fail if no producer appears within SECS (default: wait forever).
     #[arg(long, value_name = "SECS")]
@@ -73,7 +82,7 @@ struct Args {
     k: f32,
 
     /// Longest meteor, in frames.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 60)]
     meteor_max_frames: u64,
 
     /// Slowest meteor, in pixels per frame.
@@ -103,6 +112,8 @@ fn main() -> ExitCode {
 /// The detector's own metrics (the reader's are [`ReaderMetrics`]).
 struct Metrics {
     events: Counter,
+    /// Events by type, in the order of `Kind::ALL`.
+    by_type: Vec<Counter>,
     process: Histogram,
 }
 
@@ -112,6 +123,13 @@ impl Metrics {
         let proc_bounds = [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 3.3e-2, 5e-2, 0.1, 0.2, 0.5];
         Metrics {
             events: m.counter("shmcast_events_total", "Events reported"),
+            by_type: Kind::ALL
+                .iter()
+                .map(|k| {
+                    let name = format!("shmcast_events_{}_total", k.as_str());
+                    m.counter(&name, &format!("Events of type {} reported", k.as_str()))
+                })
+                .collect(),
             process: m.histogram("shmcast_process_seconds", "Per-frame processing time", &proc_bounds),
         }
     }
@@ -148,53 +166,6 @@ impl Times {
     }
 }
 
-/// Where events go: the events file, snapshots, MQTT.
-struct Sink {
-    out: Box<dyn Write>,
-    snapshots: Option<PathBuf>,
-    mqtt: Option<Publisher>,
-    count: u64,
-    name: String,
-}
-
-impl Sink {
-    fn emit(&mut self, mut ev: EventRecord) -> anyhow::Result<()> {
-        self.count += 1;
-        if let (Some(dir), Some(mut img)) = (&self.snapshots, ev.image.take()) {
-            let file = format!("{}-{}-{:06}-{}.png", self.name, ev.start_frame, self.count, kind_name(&ev));
-            let path = dir.join(&file);
-            match snapshot::write_png(&path, &mut img, ev.peak_bbox, ev.bbox) {
-                Ok(()) => {
-                    ev.snapshot = Some(path.display().to_string());
-                    ev.snapshot_frame = img.frame;
-                }
-                Err(e) => tracing::warn!("{e:#}"),
-            }
-        }
-        let line = ev.to_json();
-        tracing::info!(
-            kind = kind_name(&ev),
-            start = ev.start_frame,
-            end = ev.end_frame,
-            bbox = ?ev.bbox,
-            "event"
-        );
-        writeln!(self.out, "{line}").context("cannot write events")?;
-        self.out.flush().context("cannot write events")?;
-        if let Some(m) = &self.mqtt {
-            m.publish(line);
-        }
-        Ok(())
-    }
-}
-
-fn kind_name(ev: &EventRecord) -> &'static str {
-    match ev.kind {
-        shmcast_consumer::detect::Kind::Meteor => "meteor",
-        shmcast_consumer::detect::Kind::Motion => "motion",
-    }
-}
-
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     shmcast_common::start(&args.common, "shmcast-detect", &args.name)?;
@@ -210,6 +181,14 @@ fn run() -> anyhow::Result<()> {
 
     let mut cfg =
         Config { bin: args.bin, masks: args.mask.clone(), snapshots: args.snapshots.is_some(), ..Config::default() };
+    if let Some(path) = &args.mask_file {
+        let img = MaskImage::load(path)?;
+        tracing::info!(
+            file = %path.display(), size = format!("{}x{}", img.width, img.height),
+            masked = format!("{:.1}%", 100.0 * img.masked_fraction()), "mask image"
+        );
+        cfg.mask_image = Some(Arc::new(img));
+    }
     cfg.model.k_strong = args.k;
     cfg.model.k_weak = 0.6 * args.k;
     cfg.track.meteor_max_frames = args.meteor_max_frames;
@@ -237,7 +216,7 @@ fn run() -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut sink = Sink { out, snapshots: args.snapshots.clone(), mqtt, count: 0, name: args.name.clone() };
+    let mut sink = EventSink::new(out, args.snapshots.clone(), mqtt, &args.name)?;
 
     let m = Metrics::register();
     let mut reader_metrics = ReaderMetrics::new();
@@ -308,7 +287,10 @@ fn run() -> anyhow::Result<()> {
                     rebaselines_before += d.rebaselines();
                     d.flush(&mut events);
                 }
-                detector = Some(make_detector(&cfg, &a.format)?);
+                if let Some(o) = a.overlay {
+                    tracing::info!(overlay = %o, "the producer's overlay region is not analysed");
+                }
+                detector = Some(make_detector(&cfg, &a.format, a.overlay)?);
                 if let Some(d) = &detector {
                     let (gw, gh, bin) = d.grid();
                     tracing::info!(grid = format!("{gw}x{gh}"), bin, model_bytes = d.memory_bytes(), "detector ready");
@@ -352,22 +334,27 @@ fn run() -> anyhow::Result<()> {
         // Counters from the follower (cumulative over producers).
         let st = follower.stats();
         reader_metrics.record(&follower);
-        m.events.inc_by(sink.count.saturating_sub(m.events.get()));
+        m.events.inc_by(sink.count().saturating_sub(m.events.get()));
+        for (kind, c) in Kind::ALL.iter().zip(&m.by_type) {
+            c.inc_by(sink.by_type().get(*kind).saturating_sub(c.get()));
+        }
         if last_stats.elapsed() >= Duration::from_secs(5) {
             let secs = last_stats.elapsed().as_secs_f64();
             let (p50, p99, max) = times.take();
-            let (sigma, tracks) = detector.as_ref().map(|d| (d.sigma(), d.active_tracks())).unwrap_or((0.0, 0));
+            let (sigma, tracks, dets) =
+                detector.as_ref().map(|d| (d.sigma(), d.active_tracks(), d.detections())).unwrap_or((0.0, 0, 0));
             tracing::info!(
                 fps = format!("{:.1}", period_frames as f64 / secs),
                 frames = st.frames,
                 lost = st.lost,
                 overruns = st.overruns,
-                events = sink.count,
+                events = sink.count(),
                 p50_ms = format!("{p50:.2}"),
                 p99_ms = format!("{p99:.2}"),
                 max_ms = format!("{max:.2}"),
                 sigma = format!("{sigma:.2}"),
                 tracks,
+                detections = dets,
                 "stats"
             );
             period_frames = 0;
@@ -378,11 +365,17 @@ fn run() -> anyhow::Result<()> {
     if let Some(d) = detector.as_mut() {
         d.flush(&mut events);
         rebaselines_before += d.rebaselines();
+        tracing::info!(
+            detections = d.detections(),
+            sigma = format!("{:.2}", d.sigma()),
+            gain = format!("{:.2}", d.threshold_gain()),
+            "detector totals"
+        );
     }
     for ev in events.drain(..) {
         sink.emit(ev)?;
     }
-    if let Some(p) = sink.mqtt.take() {
+    if let Some(p) = sink.finish_snapshots() {
         p.close(Duration::from_secs(2));
     }
     let st = follower.stats();
@@ -391,17 +384,18 @@ fn run() -> anyhow::Result<()> {
         frames: st.frames,
         lost: st.lost,
         overruns: st.overruns,
-        events: sink.count,
+        events: sink.count(),
+        by_type: sink.by_type(),
         rebaselines: rebaselines_before,
         attaches,
         mqtt_dropped: mqtt_stats.dropped.load(Ordering::Relaxed),
+        snapshots_dropped: sink.snapshots_dropped(),
     };
-    writeln!(sink.out, "{}", serde_json::to_string(&summary)?).context("cannot write events")?;
-    sink.out.flush().context("cannot write events")?;
-    tracing::info!(frames = st.frames, lost = st.lost, overruns = st.overruns, events = sink.count, "done");
+    sink.write_line(&serde_json::to_string(&summary)?)?;
+    tracing::info!(frames = st.frames, lost = st.lost, overruns = st.overruns, events = sink.count(), "done");
     Ok(())
 }
 
-fn make_detector(cfg: &Config, format: &VideoFormat) -> anyhow::Result<Detector> {
-    Detector::new(cfg, format).with_context(|| format!("cannot detect on {format}"))
+fn make_detector(cfg: &Config, format: &VideoFormat, overlay: Option<shm_proto::Rect>) -> anyhow::Result<Detector> {
+    Detector::for_stream(cfg, format, overlay).with_context(|| format!("cannot detect on {format}"))
 }

@@ -68,7 +68,7 @@ impl EventRecord {
             points: f
                 .points
                 .into_iter()
-                .map(|p| TrackPoint { frame: p.frame, x: round(p.x), y: round(p.y), sum: p.sum.round() })
+                .map(|p| TrackPoint { x: round(p.x), y: round(p.y), sum: p.sum.round(), ..p })
                 .collect(),
             snapshot: None,
             snapshot_frame: None,
@@ -79,6 +79,43 @@ impl EventRecord {
     /// The JSON line (without newline).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"type\":\"error\",\"error\":\"{e}\"}}"))
+    }
+}
+
+/// Event counts by type.
+#[derive(Clone, Copy, Debug, Serialize, Default, PartialEq, Eq)]
+pub struct ByType {
+    /// `meteor` events.
+    pub meteor: u64,
+    /// `plane` events.
+    pub plane: u64,
+    /// `satellite` events.
+    pub satellite: u64,
+    /// `motion` events.
+    pub motion: u64,
+}
+
+impl ByType {
+    /// Counts one event of `kind`.
+    pub fn add(&mut self, kind: Kind) {
+        *self.get_mut(kind) += 1;
+    }
+    /// The count of `kind`.
+    pub fn get(&self, kind: Kind) -> u64 {
+        match kind {
+            Kind::Meteor => self.meteor,
+            Kind::Plane => self.plane,
+            Kind::Satellite => self.satellite,
+            Kind::Motion => self.motion,
+        }
+    }
+    fn get_mut(&mut self, kind: Kind) -> &mut u64 {
+        match kind {
+            Kind::Meteor => &mut self.meteor,
+            Kind::Plane => &mut self.plane,
+            Kind::Satellite => &mut self.satellite,
+            Kind::Motion => &mut self.motion,
+        }
     }
 }
 
@@ -96,12 +133,16 @@ pub struct Summary {
     pub overruns: u64,
     /// Events reported.
     pub events: u64,
+    /// Events reported, by type.
+    pub by_type: ByType,
     /// Whole-frame changes that re-baselined the model.
     pub rebaselines: u64,
     /// Producers attached to (1 + restarts followed).
     pub attaches: u64,
     /// Events not published to MQTT because its queue was full.
     pub mqtt_dropped: u64,
+    /// Snapshots not written because the writer's queue was full.
+    pub snapshots_dropped: u64,
 }
 
 /// Unix ns as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
@@ -147,7 +188,7 @@ mod tests {
             peak_frame: 5,
             peak_bbox: [1, 2, 3, 4],
             speed: 12.34,
-            points: vec![TrackPoint { frame: 3, x: 1.26, y: 2.0, sum: 10.0 }],
+            points: vec![TrackPoint { frame: 3, x: 1.26, y: 2.0, sum: 10.0, bbox: [0; 4], capture_ns: 0 }],
             snapshot: None,
         };
         let v: serde_json::Value = serde_json::from_str(&EventRecord::new(f, None).to_json()).unwrap();

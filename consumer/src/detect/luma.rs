@@ -182,9 +182,11 @@ pub fn copy_luma(format: &VideoFormat, frame: &[u8], out: &mut [u8]) -> bool {
     true
 }
 
-/// The default bin factor for a frame width: a model grid about 640–960 cells wide.
+/// The default bin factor for a frame width: a model grid about 640–960
+/// cells wide, and never single pixels (2×2 cells halve white noise and
+/// average away the ringing of compression around stars).
 pub fn auto_bin(width: u32) -> u32 {
-    width.div_ceil(960).clamp(1, MAX_BIN)
+    width.div_ceil(960).clamp(2, MAX_BIN).min(width.max(1))
 }
 
 #[cfg(test)]
@@ -268,7 +270,8 @@ mod tests {
 
     #[test]
     fn auto_bin_targets_a_small_grid() {
-        assert_eq!(auto_bin(640), 1);
+        assert_eq!(auto_bin(640), 2);
+        assert_eq!(auto_bin(1), 1);
         assert_eq!(auto_bin(1280), 2);
         assert_eq!(auto_bin(1920), 2);
         assert_eq!(auto_bin(3840), 4);

@@ -50,7 +50,7 @@ impl Default for ModelParams {
             absorb_frames: 90,
             alpha_var: 0.01,
             min_sigma: 1.0,
-            warmup: 8,
+            warmup: 20,
             global_change: 0.25,
         }
     }
@@ -99,7 +99,6 @@ impl Kernel {
         let strong = u8::from(d2 > self.ks2 * v) & act;
         *fg = weak + strong + MOVING * (weak & (1 - u8::from(step * step <= 2.0 * self.kw2 * v)));
         *diff = d;
-        let is_bg = 1 - weak;
         let a = if weak != 0 { self.a_fg } else { self.a_bg };
         // Still-foreground age: +1 while foreground and within noise of the
         // previous frame, 0 when background; past `absorb` the cell's value
@@ -109,9 +108,14 @@ impl Kernel {
         let absorb = new_age > self.absorb;
         *age = if absorb { 0 } else { new_age };
         *mean = if absorb { x } else { m + a * dm };
-        // Squared differences are clipped so one outlier cannot blow up σ.
-        let clipped = d2.min(self.kw2 * v);
-        *var += self.a_var * f32::from(is_bg) * (clipped - *var);
+        // Every analysed cell learns its noise, foreground included: a
+        // twinkling star or a flickering compression block must learn that
+        // it varies, or it fires forever. Squared differences are clipped at
+        // the strong threshold so one outlier moves σ little, and strong
+        // cells (objects, mostly) learn 4x slower.
+        let clipped = d2.min(self.ks2 * v);
+        let rate = self.a_var * (1.0 - 0.75 * f32::from(strong)) * f32::from(act);
+        *var += rate * (clipped - *var);
         u32::from(weak)
     }
 }
@@ -161,6 +165,9 @@ pub struct Model {
     pub fg_count: usize,
     /// Frames since the last re-baseline during which detection stays off.
     settle: u32,
+    /// Multiplier of both thresholds, set by the detector from the measured
+    /// rate of unexplained detections (the noise's tail); 1 = `k` as given.
+    gain: f32,
 }
 
 impl Model {
@@ -180,6 +187,7 @@ impl Model {
             global_var: 0.0,
             fg_count: 0,
             settle: 0,
+            gain: 1.0,
         }
     }
 
@@ -204,6 +212,23 @@ impl Model {
         self.fg_count = 0;
     }
 
+    /// Sets the threshold multiplier (see [`Model::gain`]).
+    pub fn set_gain(&mut self, gain: f32) {
+        self.gain = gain;
+    }
+    /// The threshold multiplier: the thresholds in use are `gain × k`.
+    pub fn gain(&self) -> f32 {
+        self.gain
+    }
+    /// The seed threshold in use, in σ (`gain × k_strong`).
+    pub fn seed_threshold(&self) -> f32 {
+        self.gain * self.p.k_strong
+    }
+    /// Active (analysed) cells.
+    pub fn active_cells(&self) -> usize {
+        self.active_count
+    }
+
     /// Global noise σ of a cell mean.
     pub fn sigma(&self) -> f32 {
         self.global_var.sqrt()
@@ -217,26 +242,34 @@ impl Model {
         if self.frames == 0 {
             self.mean.copy_from_slice(cur);
             self.prev.copy_from_slice(cur);
+            self.var.fill(0.0);
             self.frames = 1;
             self.fg.fill(0);
             return Outcome::Warmup;
         }
         if self.frames < self.p.warmup {
-            // Cumulative mean; the global variance from the squared differences.
+            // Cumulative mean; per cell the sum of squared deviations
+            // (Welford) in `var`; the global variance from the squared differences.
             let a = 1.0 / (self.frames as f32 + 1.0);
             let mut s = 0.0f64;
-            for ((m, &x), &act) in self.mean.iter_mut().zip(cur).zip(&self.active) {
+            for (((m, &x), &act), v) in self.mean.iter_mut().zip(cur).zip(&self.active).zip(self.var.iter_mut()) {
                 let d = x - *m;
                 s += f64::from(d * d * f32::from(act));
                 *m += a * d;
+                *v += d * (x - *m);
             }
             // E[(x - mean_n)^2] = σ²(1 + 1/n).
             let v = (s / self.active_count as f64) as f32 * (1.0 - a);
             self.global_var = if self.frames == 1 { v } else { self.global_var + (v - self.global_var) * a };
             self.frames += 1;
             if self.frames == self.p.warmup {
-                let v = self.global_var.max(self.p.min_sigma * self.p.min_sigma);
-                self.var.fill(v);
+                // Each cell's own variance over the warm-up, floored by half
+                // the global one (a cell that happened to be quiet).
+                let floor = (0.5 * self.global_var).max(self.p.min_sigma * self.p.min_sigma);
+                let n = (self.frames - 1).max(1) as f32;
+                for v in self.var.iter_mut() {
+                    *v = (*v / n).max(floor);
+                }
             }
             return Outcome::Warmup;
         }
@@ -264,8 +297,8 @@ impl Model {
         let k = Kernel {
             g,
             floor: (0.5 * self.global_var).max(self.p.min_sigma * self.p.min_sigma),
-            kw2: self.p.k_weak * self.p.k_weak,
-            ks2: self.p.k_strong * self.p.k_strong,
+            kw2: (self.p.k_weak * self.gain).powi(2),
+            ks2: (self.p.k_strong * self.gain).powi(2),
             // While settling after a re-baseline every cell learns fast (a
             // cumulative mean), so the noise copied from one frame averages out.
             a_bg: if self.settle > 0 {

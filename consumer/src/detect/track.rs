@@ -35,10 +35,26 @@ pub struct TrackParams {
     pub meteor_max_frames: u64,
     /// Slowest meteor, px/frame.
     pub meteor_min_speed: f32,
+    /// Fewest frames with a detection for a meteor: one- and two-frame
+    /// coincidences of noise are never meteors.
+    pub meteor_min_hits: u64,
     /// Fewest frames with a detection for a motion event.
     pub motion_min_hits: usize,
     /// Smallest movement of a motion event's centroid (its extent), in px.
     pub motion_min_extent: f32,
+    /// Frames an established, slowly moving track may go undetected and
+    /// still continue (coasting at its velocity): an aircraft whose lights
+    /// blink, a satellite fading in noise. 45 frames = 1.5 s at 30 fps.
+    pub coast_frames: u64,
+    /// Largest detection (its box's longer side, px) that still counts as a
+    /// point of light (aircraft lights, satellites), not an extended object.
+    pub point_max: u32,
+    /// Shortest aircraft or satellite pass, in frames.
+    pub pass_min_frames: u64,
+    /// Fastest satellite, px/frame (faster steady points are aircraft).
+    pub satellite_max_speed: f32,
+    /// Fastest aircraft or satellite, px/frame.
+    pub pass_max_speed: f32,
     /// Longest event in frames: a longer track is reported and continues as a new one.
     pub max_event_frames: u64,
     /// Most points kept per track (later points are thinned).
@@ -52,10 +68,16 @@ impl Default for TrackParams {
             max_still: 15,
             gate: 16.0,
             first_jump: 120.0,
-            meteor_max_frames: 20,
+            meteor_max_frames: 60,
             meteor_min_speed: 4.0,
+            meteor_min_hits: 3,
             motion_min_hits: 4,
-            motion_min_extent: 4.0,
+            motion_min_extent: 12.0,
+            coast_frames: 45,
+            point_max: 24,
+            pass_min_frames: 45,
+            satellite_max_speed: 3.0,
+            pass_max_speed: 8.0,
             max_event_frames: 1800,
             max_points: 512,
         }
@@ -77,6 +99,9 @@ pub struct Detection {
     pub peak: f32,
     /// Whether part of it changed since the previous frame (see [`crate::detect::model::MOVING`]).
     pub moving: bool,
+    /// Barely above the threshold (peak under twice the seed threshold):
+    /// what the noise's tail produces; counted by the threshold's adaptation.
+    pub marginal: bool,
 }
 
 impl Detection {
@@ -93,6 +118,7 @@ impl Detection {
         self.peak = self.peak.max(o.peak);
         self.bbox = union(self.bbox, o.bbox);
         self.moving |= o.moving;
+        self.marginal &= o.marginal;
     }
 }
 
@@ -122,16 +148,47 @@ pub struct TrackPoint {
     pub y: f32,
     /// Integrated brightness of the detection (luma levels × px).
     pub sum: f32,
+    /// Box of the detection `[x, y, w, h]` (not in the JSON).
+    #[serde(skip)]
+    pub bbox: [u32; 4],
+    /// Capture time of the frame, Unix ns (not in the JSON).
+    #[serde(skip)]
+    pub capture_ns: u64,
 }
 
 /// Event classes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
-    /// A fast, short, straight streak.
+    /// A fast, short, straight streak moving consistently.
     Meteor,
+    /// A point of light crossing slowly and steadily that blinks (strobes)
+    /// or is faster than a satellite.
+    Plane,
+    /// A steady point of light crossing slowly in a straight line.
+    Satellite,
     /// Anything else that moves.
     Motion,
+}
+
+impl Kind {
+    /// Every kind, in the order of [`Kind::index`].
+    pub const ALL: [Kind; 4] = [Kind::Meteor, Kind::Plane, Kind::Satellite, Kind::Motion];
+
+    /// The name used in events and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Meteor => "meteor",
+            Kind::Plane => "plane",
+            Kind::Satellite => "satellite",
+            Kind::Motion => "motion",
+        }
+    }
+
+    /// Position in [`Kind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// A finished track, classified.
@@ -159,7 +216,7 @@ pub struct Finished {
     pub speed: f32,
     /// Track points.
     pub points: Vec<TrackPoint>,
-    /// Snapshot slot of the track (see [`Tracker::take_snapshot_slot`]).
+    /// Snapshot slot of the track (released with [`Tracker::release_snapshot_slot`]).
     pub snapshot: Option<usize>,
 }
 
@@ -184,8 +241,17 @@ struct Track {
     hits: u64,
     /// Hits whose detection was moving.
     moving_hits: u64,
-    /// Frame of the last moving detection (the first detection counts).
+    /// Frame of the last moving detection or of the last progress of the
+    /// centroid (the first detection counts).
     last_moving: u64,
+    /// Where the centroid was when it last made progress: `(x, y)`.
+    anchor: (f32, f32),
+    /// Hits whose detection was point-like (see [`TrackParams::point_max`]).
+    small_hits: u64,
+    /// Hits whose detection was clearly above the threshold (not marginal).
+    clear_hits: u64,
+    /// Started on a burst frame (see [`Tracker::burst`]).
+    burst: bool,
 }
 
 impl Track {
@@ -225,6 +291,14 @@ pub struct Tracker {
     /// Snapshot slots taken by a track on the current frame (their previous
     /// content belongs to an earlier track).
     pub acquired: Vec<usize>,
+    /// Tracks started on the current frame from marginal detections (see
+    /// [`Detection::marginal`]) that nobody claimed.
+    pub started: usize,
+    /// Set by the caller before [`Tracker::update`]: the frame has a burst of
+    /// marginal detections all over (an H.264 I-frame refreshing every
+    /// block at once). Tracks starting on it need most of their detections
+    /// clearly above the noise to be meteors.
+    pub burst: bool,
 }
 
 impl Tracker {
@@ -239,6 +313,8 @@ impl Tracker {
             free_slots: (0..snapshot_slots).rev().collect(),
             refresh: Vec::with_capacity(snapshot_slots),
             acquired: Vec::with_capacity(snapshot_slots),
+            started: 0,
+            burst: false,
         }
     }
 
@@ -267,7 +343,10 @@ impl Tracker {
             let (px, py) = (t.last.x + vx * dt, t.last.y + vy * dt);
             let mut r = self.p.gate + 0.5 * vx.hypot(vy) * dt + t.last.diag();
             if t.points.len() < 2 {
-                r += self.p.first_jump;
+                // No velocity yet: a meteor's next detection can be a whole
+                // frame's travel away, and its first detection is smeared
+                // over about that length; a compact blob gets a small jump.
+                r += self.p.first_jump.min(3.0 * t.last.diag());
             }
             for (di, d) in dets.iter().enumerate() {
                 let dist = (d.x - px).hypot(d.y - py);
@@ -321,10 +400,12 @@ impl Tracker {
             }
         }
         // New tracks, strongest detections first (dets come sorted that way).
+        self.started = 0;
         for (di, d) in dets.iter().enumerate() {
             if self.claimed[di].is_some() {
                 continue;
             }
+            self.started += usize::from(d.marginal);
             let mut t = self.pool.pop().unwrap_or_else(|| Track {
                 points: Vec::with_capacity(64),
                 last: Detection::default(),
@@ -343,6 +424,10 @@ impl Tracker {
                 hits: 0,
                 moving_hits: 0,
                 last_moving: 0,
+                anchor: (0.0, 0.0),
+                small_hits: 0,
+                clear_hits: 0,
+                burst: false,
             });
             t.points.clear();
             t.bbox = d.bbox;
@@ -353,7 +438,11 @@ impl Tracker {
             t.thin = 1;
             t.hits = 0;
             t.moving_hits = 0;
+            t.small_hits = 0;
+            t.clear_hits = 0;
+            t.burst = self.burst;
             t.last_moving = frame;
+            t.anchor = (d.x, d.y);
             t.snapshot = self.free_slots.pop();
             Self::add(&self.p, &mut t, frame, capture_ns, d);
             if let Some(s) = t.snapshot {
@@ -366,7 +455,7 @@ impl Tracker {
         let mut i = 0;
         while i < self.active.len() {
             let t = &self.active[i];
-            let ended = frame.saturating_sub(t.last_frame) > self.p.max_miss
+            let ended = frame.saturating_sub(t.last_frame) > self.max_miss(t)
                 || frame.saturating_sub(t.last_moving) > self.p.max_still;
             let too_long = t.last_frame - t.first_frame + 1 >= self.p.max_event_frames;
             if ended || too_long {
@@ -378,11 +467,35 @@ impl Tracker {
         }
     }
 
+    /// Frames `t` may go without a detection: an established point-like track
+    /// that moves slowly and steadily coasts longer (blinking lights).
+    fn max_miss(&self, t: &Track) -> u64 {
+        let n = t.points.len();
+        // Only points of light coast: an extended object that vanishes is
+        // gone, and the next one to appear nearby is another object.
+        if t.hits >= 5 && n >= 2 && 10 * t.small_hits >= 7 * t.hits {
+            let (vx, vy) = t.velocity();
+            let (a, b) = (t.points[0], t.points[n - 1]);
+            if vx.hypot(vy) <= self.p.pass_max_speed && (b.x - a.x).hypot(b.y - a.y) >= 3.0 {
+                return self.p.coast_frames.max(self.p.max_miss);
+            }
+        }
+        self.p.max_miss
+    }
+
     fn add(p: &TrackParams, t: &mut Track, frame: u64, capture_ns: u64, d: &Detection) {
         t.hits += 1;
         t.moving_hits += u64::from(d.moving);
-        if d.moving {
+        t.small_hits += u64::from(d.bbox[2].max(d.bbox[3]) <= p.point_max);
+        t.clear_hits += u64::from(!d.marginal);
+        // Progress of the centroid counts as movement too: a dim, slow point
+        // changes its cells too little per frame to be flagged moving.
+        let progressed = (d.x - t.anchor.0).hypot(d.y - t.anchor.1) >= 3.0;
+        if d.moving || progressed {
             t.last_moving = frame;
+        }
+        if progressed {
+            t.anchor = (d.x, d.y);
         }
         t.hit = true;
         t.last = *d;
@@ -405,7 +518,7 @@ impl Tracker {
                 });
                 t.thin *= 2;
             }
-            t.points.push(TrackPoint { frame, x: d.x, y: d.y, sum: d.sum });
+            t.points.push(TrackPoint { frame, x: d.x, y: d.y, sum: d.sum, bbox: d.bbox, capture_ns });
         }
     }
 
@@ -417,6 +530,7 @@ impl Tracker {
     }
 
     fn finish(&mut self, mut t: Track, out: &mut Vec<Finished>) {
+        Self::trim(&mut t);
         match self.classify(&t) {
             Some((kind, speed)) => out.push(Finished {
                 kind,
@@ -448,39 +562,173 @@ impl Tracker {
         self.pool.push(t);
     }
 
+    /// Drops faint detections at either end of a track (noise that the
+    /// gate let join just before or after the object: under 15 % of the
+    /// track's median brightness), and shrinks the track's span and box to
+    /// what remains. Only for tracks whose points are all stored.
+    fn trim(t: &mut Track) {
+        if t.thin != 1 || t.points.len() < 4 {
+            return;
+        }
+        let mut sums: Vec<f32> = t.points.iter().map(|p| p.sum).collect();
+        sums.sort_unstable_by(f32::total_cmp);
+        let faint = 0.15 * sums[sums.len() / 2];
+        let first = t.points.iter().position(|p| p.sum >= faint).unwrap_or(0);
+        let last = t.points.iter().rposition(|p| p.sum >= faint).unwrap_or(t.points.len() - 1);
+        if first == 0 && last == t.points.len() - 1 {
+            return;
+        }
+        let removed = t.points.len() - (last + 1 - first);
+        t.points.truncate(last + 1);
+        t.points.drain(..first);
+        t.hits = t.hits.saturating_sub(removed as u64);
+        let (a, b) = (t.points[0], t.points[t.points.len() - 1]);
+        t.first_frame = a.frame;
+        t.first_capture_ns = a.capture_ns;
+        t.last_frame = b.frame;
+        t.last_capture_ns = b.capture_ns;
+        t.bbox = t.points.iter().skip(1).fold(a.bbox, |acc, p| union(acc, p.bbox));
+        t.small_hits = t.small_hits.min(t.hits);
+        t.moving_hits = t.moving_hits.min(t.hits);
+    }
+
     fn classify(&self, t: &Track) -> Option<(Kind, f32)> {
         let pts = &t.points;
-        let n = t.hits as usize;
-        if n < 2 {
+        let n = t.hits;
+        if n < 2 || pts.len() < 2 {
             return None;
         }
+        let p = &self.p;
         let (a, b) = (pts[0], pts[pts.len() - 1]);
         let frames = (b.frame - a.frame).max(1);
-        let disp = (b.x - a.x).hypot(b.y - a.y);
-        let speed = disp / frames as f32;
-        let path: f32 = pts.windows(2).map(|w| (w[1].x - w[0].x).hypot(w[1].y - w[0].y)).sum();
-        // Largest distance of a point from the chord first→last.
-        let (ux, uy) = if disp > 0.0 { ((b.x - a.x) / disp, (b.y - a.y) / disp) } else { (1.0, 0.0) };
-        let off = pts.iter().map(|p| ((p.x - a.x) * uy - (p.y - a.y) * ux).abs()).fold(0.0f32, f32::max);
-        let straight = path <= 1.25 * disp + 2.0 && off <= 4.0 + 0.08 * disp;
         let span = t.last_frame - t.first_frame + 1;
-        if span <= self.p.meteor_max_frames && speed >= self.p.meteor_min_speed && straight {
-            return Some((Kind::Meteor, speed));
+        let disp = (b.x - a.x).hypot(b.y - a.y);
+        let path: f32 = pts.windows(2).map(|w| (w[1].x - w[0].x).hypot(w[1].y - w[0].y)).sum();
+        let fit = LineFit::new(pts);
+        let speed = fit.speed();
+        // Straight: every point near the line of motion (how evenly they
+        // move along it is checked per step below).
+        let straight = fit.max_across <= 4.0 + 0.05 * disp;
+
+        // Meteor: fast, short, straight, and moving consistently: each step's
+        // velocity close to the fitted one (one outlier allowed from 5 points).
+        if span <= p.meteor_max_frames && n >= p.meteor_min_hits && speed >= p.meteor_min_speed && straight {
+            let tol = 0.5 * speed + 4.0;
+            let bad = pts
+                .windows(2)
+                .filter(|w| {
+                    let dt = (w[1].frame - w[0].frame).max(1) as f32;
+                    let (sx, sy) = ((w[1].x - w[0].x) / dt, (w[1].y - w[0].y) / dt);
+                    (sx - fit.vx).hypot(sy - fit.vy) > tol
+                })
+                .count();
+            let dense = 2 * n >= span;
+            // A meteor smears along its path during a frame's exposure: at
+            // least one detection is about as long as a frame's travel.
+            // Noise blobs that happen to line up are compact.
+            let mut lens: Vec<f32> = pts.iter().map(|q| (q.bbox[2] as f32).hypot(q.bbox[3] as f32)).collect();
+            lens.sort_unstable_by(f32::total_cmp);
+            let smeared = lens[lens.len() / 2] >= 0.6 * speed;
+            // And clearly above the noise at least once: what the noise's
+            // tail makes (an H.264 I-frame refreshing blocks) stays marginal.
+            let clear = if t.burst { 2 * t.clear_hits >= n } else { t.clear_hits > 0 };
+            if dense && smeared && clear && bad <= usize::from(pts.len() >= 5) {
+                return Some((Kind::Meteor, speed));
+            }
         }
+
+        // Aircraft and satellites: a point of light crossing steadily and long.
+        let point_like = 10 * t.small_hits >= 7 * n;
+        if point_like
+            && span >= p.pass_min_frames
+            && n >= 10
+            && speed >= 0.2
+            && speed <= p.pass_max_speed
+            && disp >= 20.0
+            && fit.max_residual <= 6.0 + 0.03 * disp
+        {
+            // Blinking: frames several times brighter than usual (strobes),
+            // or long stretches without a detection.
+            let mut sums: Vec<f32> = pts.iter().map(|q| q.sum).collect();
+            sums.sort_unstable_by(f32::total_cmp);
+            let median = sums[sums.len() / 2];
+            let flashes = sums.iter().filter(|&&v| v >= 3.0 * median).count();
+            let blinking = flashes >= 3 && 50 * flashes >= sums.len();
+            let gappy = 10 * n < 6 * span;
+            let kind = if blinking || gappy || speed > p.satellite_max_speed { Kind::Plane } else { Kind::Satellite };
+            return Some((kind, speed));
+        }
+
         let (mut x0, mut y0, mut x1, mut y1) = (f32::MAX, f32::MAX, f32::MIN, f32::MIN);
-        for p in pts {
-            x0 = x0.min(p.x);
-            y0 = y0.min(p.y);
-            x1 = x1.max(p.x);
-            y1 = y1.max(p.y);
+        for q in pts {
+            x0 = x0.min(q.x);
+            y0 = y0.min(q.y);
+            x1 = x1.max(q.x);
+            y1 = y1.max(q.y);
         }
         let extent = (x1 - x0).hypot(y1 - y0);
         // Mostly still detections: a ghost or a stopped object, not motion.
         let moving = t.moving_hits as usize;
-        if moving >= self.p.motion_min_hits && 2 * moving >= n && extent >= self.p.motion_min_extent {
+        let hits = n as usize;
+        // And a coherent path: not detections jumping about (noise that the
+        // gates happened to chain), which travel far more than they get anywhere.
+        let coherent = span >= 8 && 2 * n >= span && path <= 3.0 * extent + 8.0;
+        if moving >= p.motion_min_hits && 2 * moving >= hits && extent >= p.motion_min_extent && coherent {
             return Some((Kind::Motion, path / frames as f32));
         }
         None
+    }
+}
+
+/// Least-squares uniform motion through track points: `x = x0 + vx·t`,
+/// `y = y0 + vy·t` (t = frame), and the largest distance of a point from it.
+struct LineFit {
+    vx: f32,
+    vy: f32,
+    /// Largest distance of a point from where the uniform motion puts it.
+    max_residual: f32,
+    /// Largest distance of a point from the line of motion (across it only).
+    max_across: f32,
+}
+
+impl LineFit {
+    fn new(pts: &[TrackPoint]) -> LineFit {
+        let n = pts.len() as f64;
+        let t0 = pts[0].frame;
+        let (mut st, mut sx, mut sy, mut stt, mut stx, mut sty) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        for q in pts {
+            let t = (q.frame - t0) as f64;
+            st += t;
+            sx += f64::from(q.x);
+            sy += f64::from(q.y);
+            stt += t * t;
+            stx += t * f64::from(q.x);
+            sty += t * f64::from(q.y);
+        }
+        let den = n * stt - st * st;
+        let (vx, vy) =
+            if den.abs() > 1e-9 { ((n * stx - st * sx) / den, (n * sty - st * sy) / den) } else { (0.0, 0.0) };
+        let (x0, y0) = ((sx - vx * st) / n, (sy - vy * st) / n);
+        let max_residual = pts
+            .iter()
+            .map(|q| {
+                let t = (q.frame - t0) as f64;
+                (f64::from(q.x) - x0 - vx * t).hypot(f64::from(q.y) - y0 - vy * t)
+            })
+            .fold(0.0f64, f64::max);
+        let v = vx.hypot(vy);
+        let (mx, my) = (sx / n, sy / n);
+        let max_across = if v > 1e-6 {
+            let (ux, uy) = (vx / v, vy / v);
+            pts.iter().map(|q| ((f64::from(q.x) - mx) * uy - (f64::from(q.y) - my) * ux).abs()).fold(0.0f64, f64::max)
+        } else {
+            max_residual
+        };
+        LineFit { vx: vx as f32, vy: vy as f32, max_residual: max_residual as f32, max_across: max_across as f32 }
+    }
+
+    fn speed(&self) -> f32 {
+        self.vx.hypot(self.vy)
     }
 }
 
@@ -489,7 +737,15 @@ mod tests {
     use super::*;
 
     fn det(x: f32, y: f32, s: u32) -> Detection {
-        Detection { x, y, bbox: [x as u32 - s / 2, y as u32 - s / 2, s, s], sum: 100.0, peak: 50.0, moving: true }
+        Detection {
+            x,
+            y,
+            bbox: [x as u32 - s / 2, y as u32 - s / 2, s, s],
+            sum: 100.0,
+            peak: 50.0,
+            moving: true,
+            marginal: false,
+        }
     }
 
     fn run(tracker: &mut Tracker, frames: impl Iterator<Item = (u64, Vec<Detection>)>) -> Vec<Finished> {
@@ -502,6 +758,7 @@ mod tests {
         for f in last + 1..last + 10 {
             tracker.update(f, f * 1000, &[], &mut out);
         }
+        tracker.flush(&mut out);
         out
     }
 
@@ -536,14 +793,52 @@ mod tests {
         // A single-frame flash is dropped; a meteor with one missed frame stays one event.
         let frames = vec![
             (5, vec![det(600.0, 600.0, 8)]),
-            (20, vec![det(100.0, 100.0, 10)]),
-            (21, vec![det(125.0, 100.0, 10)]),
-            (23, vec![det(175.0, 100.0, 10)]),
-            (24, vec![det(200.0, 100.0, 10)]),
+            // Streaks smeared over a frame's travel (25 px).
+            (20, vec![det(100.0, 100.0, 24)]),
+            (21, vec![det(125.0, 100.0, 24)]),
+            (23, vec![det(175.0, 100.0, 24)]),
+            (24, vec![det(200.0, 100.0, 24)]),
         ];
         let out = run(&mut t, frames.into_iter());
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(out[0].kind, Kind::Meteor);
         assert_eq!(out[0].points.len(), 4);
+    }
+
+    fn point(x: f32, y: f32, sum: f32) -> Detection {
+        Detection { x, y, bbox: [x as u32 - 3, y as u32 - 3, 6, 6], sum, peak: 30.0, moving: true, marginal: false }
+    }
+
+    #[test]
+    fn a_blinking_point_is_one_plane_and_a_steady_one_a_satellite() {
+        // An aircraft: a steady light at 2 px/frame, a strobe every 20 frames
+        // (5 times brighter), and 25-frame gaps where it was lost: one event.
+        let mut t = Tracker::new(TrackParams::default(), 0);
+        let plane = (0..300u64).filter(|f| !(100..125).contains(f)).map(|f| {
+            let sum = if f % 20 == 0 { 500.0 } else { 100.0 };
+            (f, vec![point(50.0 + 2.0 * f as f32, 100.0 + 0.5 * f as f32, sum)])
+        });
+        let out = run(&mut t, plane);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].kind, Kind::Plane);
+        assert_eq!((out[0].start_frame, out[0].end_frame), (0, 299));
+        // A satellite: steady, 0.7 px/frame.
+        let mut t = Tracker::new(TrackParams::default(), 0);
+        let sat = (0..400u64).map(|f| (f, vec![point(300.0 - 0.7 * f as f32, 50.0 + 0.3 * f as f32, 80.0)]));
+        let out = run(&mut t, sat);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].kind, Kind::Satellite);
+    }
+
+    #[test]
+    fn two_frame_flukes_and_compact_chains_are_not_meteors() {
+        let mut t = Tracker::new(TrackParams::default(), 0);
+        // Two detections of a real streak: too few for a meteor.
+        let out = run(&mut t, vec![(10, vec![det(100.0, 100.0, 30)]), (11, vec![det(130.0, 100.0, 30)])].into_iter());
+        assert!(out.is_empty(), "{out:?}");
+        // Compact blobs lined up at 40 px/frame: not smeared like a meteor.
+        let mut t = Tracker::new(TrackParams { first_jump: 120.0, ..TrackParams::default() }, 0);
+        let out = run(&mut t, (0..5u64).map(|f| (f, vec![det(100.0 + 40.0 * f as f32, 300.0, 4)])));
+        assert!(out.iter().all(|e| e.kind != Kind::Meteor), "{out:?}");
     }
 }
