@@ -154,7 +154,7 @@ pub fn source_caps(format: &VideoFormat, rate: (i32, i32)) -> Option<gst::Caps> 
 /// has `format`.
 pub fn launch(cfg: &Config, encoder: Encoder, format: &VideoFormat) -> String {
     // Leaky, 2 buffers: a stalled encoder or client never grows memory (the
-    // default queue limit is bytes, smaller than one frame); FACTS.md.
+    // default queue limit is bytes, smaller than one frame).
     let src = "appsrc name=src is-live=true format=time do-timestamp=false block=false \
                max-buffers=2 max-bytes=0 max-time=0 leaky-type=downstream min-latency=0";
     if format.pixel == PixelFormat::Mjpeg {

@@ -322,8 +322,8 @@ impl VideoFormat {
     }
 
     /// Where the luma of a pixel lives: `(plane 0 offset, row stride, step between
-    /// pixels, offset of luma within a pixel)`. For RGB/BGR use [`VideoFormat::rgb_order`]
-    /// and weight the three channels instead. `None` for compressed formats.
+    /// pixels, offset of luma within a pixel)`. For RGB/BGR ([`LumaLayout::Rgb`]) weigh
+    /// the three channels instead. `None` for compressed formats.
     pub fn luma(&self) -> Option<LumaLayout> {
         let p = self.planes[0];
         match self.pixel {

@@ -89,7 +89,7 @@ struct Args {
     #[arg(long, default_value_t = 4.0)]
     meteor_min_speed: f32,
 
-    /// Publish each event as JSON to this MQTT broker (mqtt://[user:pass@]HOST[:PORT]).
+    /// Publish each event as JSON to this MQTT broker (`mqtt://[user:pass@]HOST[:PORT]`).
     #[arg(long, value_name = "URL")]
     mqtt: Option<String>,
 

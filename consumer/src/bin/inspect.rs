@@ -19,7 +19,7 @@ use shm_proto::{Reader, ReaderOptions, SegmentInfo};
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
-    /// Stream name (the segment is /dev/shm/shmcast.<NAME>); without it, list all streams.
+    /// Stream name (the segment is /dev/shm/shmcast.NAME); without it, list all streams.
     #[arg(long)]
     name: Option<String>,
     /// Print one JSON object instead of text.

@@ -1,5 +1,5 @@
 //! Event records as written to `--events` (one JSON object per line) and
-//! published to MQTT. Keys are the DESIGN.md contract: `type`, `start_frame`,
+//! published to MQTT. Keys are the docs/design.md contract: `type`, `start_frame`,
 //! `end_frame`, `bbox`, `peak`, capture times; plus track points and speed.
 #![forbid(unsafe_code)]
 
