@@ -162,7 +162,9 @@ fn a_stopped_broker_never_blocks_detection() {
     let events_file = dir.join("events.jsonl");
     let log_file = dir.join("detect.log");
     let mut c = Command::new(DETECT);
-    c.args(["--name", &name, "--mask", "0,0,640,64", "--mqtt-queue", "2", "--events"])
+    // From the oldest frame: every frame counts, also those published before
+    // the detector's next look for its producer.
+    c.args(["--name", &name, "--start", "oldest", "--mask", "0,0,640,64", "--mqtt-queue", "2", "--events"])
         .arg(&events_file)
         .args(["--mqtt", &format!("mqtt://127.0.0.1:{port}"), "--topic", "shmcast/stopped"])
         .env("NO_COLOR", "1")
@@ -172,6 +174,7 @@ fn a_stopped_broker_never_blocks_detection() {
     let mut det = Proc::spawn("shmcast-detect", &mut c);
     let log = || std::fs::read_to_string(&log_file).unwrap_or_default();
 
+    assert!(wait_until(WAIT, || log().contains("waiting for the producer")), "detector did not start:\n{}", log());
     let args = ["--format", "gray8", "--fps", "0", "--noise", "3", "--events", "20", "--frames", "700"];
     let mut p = testsrc(&name, 640, 480, &args);
     p.args(["--slots", "1024", "--seed", "21"]);
