@@ -102,7 +102,7 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
-/// Sends a signal with `kill(1)` (tests stay free of unsafe code).
+/// Sends a signal with `kill(1)` (the tests make no raw FFI calls).
 pub fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).stderr(Stdio::null()).status();
 }

@@ -49,7 +49,7 @@ impl Proc {
     }
 
     pub fn signal(&self, sig: i32) {
-        // `kill(1)`: std has no way to send SIGTERM, and unsafe code is not allowed here.
+        // `kill(1)`: std has no way to send SIGTERM, and this crate forbids raw FFI calls.
         let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
     }
 
