@@ -4,6 +4,8 @@
 //! every ring consumer exports).
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "gst")]
+pub mod gst;
 pub mod http;
 pub mod metrics;
 pub mod procs;

@@ -57,6 +57,12 @@ struct Cli {
     #[arg(long)]
     no_pin: bool,
 
+    /// Start the sender and receivers in this session (one scheduler
+    /// autogroup for all, as when typed into one shell) instead of one
+    /// session each (as separate services run).
+    #[arg(long)]
+    same_session: bool,
+
     /// Skip the stalled-receiver runs.
     #[arg(long)]
     no_stall: bool,
@@ -365,15 +371,20 @@ impl Drop for Proc {
 
 fn spawn(cli: &Cli, cpu: Option<usize>, args: &[String]) -> anyhow::Result<Proc> {
     let exe = std::env::current_exe()?;
-    let mut cmd = match cpu {
-        Some(c) if !cli.no_pin => {
-            let mut c2 = Command::new("taskset");
-            c2.args(["-c", &c.to_string()]).arg(exe);
-            c2
-        }
-        _ => Command::new(exe),
-    };
-    cmd.args(args)
+    // `setsid` and `taskset` exec the program: the child's pid is the program's.
+    let mut argv: Vec<std::ffi::OsString> = Vec::new();
+    if !cli.same_session {
+        argv.push("setsid".into());
+    }
+    if let Some(c) = cpu
+        && !cli.no_pin
+    {
+        argv.extend(["taskset".into(), "-c".into(), c.to_string().into()]);
+    }
+    argv.push(exe.into());
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .args(args)
         .args(["--secs", &cli.secs.to_string(), "--log-level", &cli.log_level])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -659,10 +670,15 @@ fn orchestrate(cli: &Cli) -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "# shmcast-gst-bench: videotestsrc pattern=solid-color RGB, sync=false; {} s per receiver, medians of {} \
-         interleaved runs; {}; {} CPUs; load {}",
+         interleaved runs; {}; {}; {} CPUs; load {}",
         cli.secs,
         cli.reps.max(1),
         if cli.no_pin { "unpinned".to_string() } else { "sender on CPU 0, receivers on CPU 1".to_string() },
+        if cli.same_session {
+            "all processes in one session (one scheduler autogroup)"
+        } else {
+            "each process in its own session (its own scheduler autogroup, like a service)"
+        },
         cpus,
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
