@@ -15,6 +15,7 @@ use gstreamer_video::prelude::VideoFrameExt;
 use shm_proto::{FLAG_DISCONT, FLAG_KEYFRAME, FrameMeta, Plane, VideoFormat};
 
 /// A buffer mapped for reading, ready to be copied into a slot.
+#[allow(clippy::large_enum_variant)] // one per buffer, on the stack, never stored
 pub enum Payload<'a> {
     /// A raw video frame with GStreamer's plane offsets and strides.
     Video(gst_video::VideoFrameRef<&'a gst::BufferRef>),
