@@ -7,7 +7,17 @@
 //! `CLOCK_REALTIME`) into the first bytes of each frame; a probe on each
 //! receiver's `fakesink` reads it, so latency is publish → buffer in the
 //! receiver's pipeline and losses are gaps in the frame numbers. CPU per
-//! frame is each process's user+system time over its frames.
+//! frame is each process's user+system time over its frames; run-queue is
+//! the time its threads were runnable but waiting for a CPU (`schedstat`),
+//! which on a shared machine is what decides throughput and latency; faults
+//! are the receiver's minor page faults per frame.
+//!
+//! Every process runs in its own session (`setsid`), hence its own scheduler
+//! autogroup, as separate services do; `--same-session` puts them all in
+//! the bench's group, where the CPU a copying receiver uses is taken from
+//! the sender's share. Before the rows, the copy out of a ring slot is
+//! timed in this process three ways (`Frame::copy_to`, `Frame::read` +
+//! memcpy as `shmcastsrc` does, memcpy between heap buffers).
 //!
 //! Rows: `shmcast` (the sink copies each frame into the ring, each
 //! `shmcastsrc` copies it out into a pooled buffer and validates it);
