@@ -8,6 +8,8 @@
 //! buffer is copied as is, and is too large when it exceeds the slot.
 #![forbid(unsafe_code)]
 
+use std::sync::LazyLock;
+
 use gstreamer as gst;
 use gstreamer::prelude::ClockExt;
 use gstreamer_video as gst_video;
@@ -146,8 +148,8 @@ pub struct PipelineTime<'a> {
 /// the PTS lies in the future (an unsynchronised pipeline runs ahead of the
 /// clock).
 pub fn capture_ns(buffer: &gst::BufferRef, time: &PipelineTime<'_>, arrival: u64) -> u64 {
-    let unix = gst::Caps::new_empty_simple("timestamp/x-unix");
-    if let Some(meta) = buffer.iter_meta::<gst::ReferenceTimestampMeta>().find(|m| m.reference() == unix.as_ref()) {
+    static UNIX: LazyLock<gst::Caps> = LazyLock::new(|| gst::Caps::new_empty_simple("timestamp/x-unix"));
+    if let Some(meta) = buffer.iter_meta::<gst::ReferenceTimestampMeta>().find(|m| m.reference() == UNIX.as_ref()) {
         return meta.timestamp().nseconds();
     }
     let computed = (|| {
