@@ -6,6 +6,8 @@
 //! and whether the other one would do.
 #![forbid(unsafe_code)]
 
+use std::time::Duration;
+
 use anyhow::bail;
 use gstreamer as gst;
 use gstreamer_video as gst_video;
@@ -126,6 +128,56 @@ impl Encoder {
             _ => "I420",
         }
     }
+}
+
+/// The settings a recording is encoded with. The recorder keeps them in the
+/// catalog, so that a clip's re-encoded frames get the same parameter sets
+/// as the segments they join.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Encoding {
+    /// H.264 encoder.
+    pub encoder: Encoder,
+    /// Keyframe interval.
+    pub gop: Duration,
+    /// kbit/s.
+    pub bitrate: u32,
+}
+
+impl Default for Encoding {
+    /// The recorder's defaults.
+    fn default() -> Encoding {
+        Encoding { encoder: Encoder::X264, gop: Duration::from_secs(1), bitrate: 2048 }
+    }
+}
+
+impl Encoding {
+    /// The catalog's form: `<encoder> <gop seconds> <kbit/s>`.
+    pub fn to_meta(&self) -> String {
+        format!("{} {} {}", self.encoder.flag(), self.gop.as_secs_f64(), self.bitrate)
+    }
+
+    /// Reads [`Encoding::to_meta`]; `None` when it does not parse.
+    pub fn from_meta(s: &str) -> Option<Encoding> {
+        let mut w = s.split_whitespace();
+        let encoder = match EncoderChoice::parse(w.next()?).ok()? {
+            EncoderChoice::X264 => Encoder::X264,
+            EncoderChoice::OpenH264 => Encoder::OpenH264,
+            EncoderChoice::Auto => return None,
+        };
+        let gop = Duration::try_from_secs_f64(w.next()?.parse().ok()?).ok()?;
+        let bitrate = w.next()?.parse().ok()?;
+        Some(Encoding { encoder, gop, bitrate })
+    }
+
+    /// The keyframe interval in frames at `fps`.
+    pub fn gop_frames(&self, fps: f64) -> u64 {
+        gop_frames(self.gop, fps)
+    }
+}
+
+/// A keyframe interval in frames at `fps` (at least 1).
+pub fn gop_frames(gop: Duration, fps: f64) -> u64 {
+    ((gop.as_secs_f64() * fps).round() as u64).max(1)
 }
 
 /// The stream's nominal rate as a fraction (30/1 when the producer did not say).

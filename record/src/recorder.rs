@@ -142,6 +142,8 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         anyhow::bail!("{} records stream {other:?}, not {:?}: use another --dir", cfg.dir.display(), cfg.name);
     }
     cat.set_meta("stream", &cfg.name)?;
+    let encoding = encoder::Encoding { encoder, gop: cfg.gop, bitrate: cfg.bitrate };
+    cat.set_meta("encoding", &encoding.to_meta())?;
     repair(&mut cat)?;
     let m = Metrics::register();
     m.segments_now.set(cat.segments()?.len() as u64);

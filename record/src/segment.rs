@@ -92,7 +92,7 @@ fn launch(format: &VideoFormat, s: &EncodeSettings, path: &Path) -> anyhow::Resu
     }
     let (num, den) = encoder::rate(format);
     let fps = f64::from(num) / f64::from(den.max(1));
-    let gop = ((s.gop.as_secs_f64() * fps).round() as u64).max(1);
+    let gop = encoder::gop_frames(s.gop, fps);
     Ok(format!(
         "{src} ! videoconvert ! video/x-raw,format={} ! {} ! h264parse name=parse ! \
          mp4mux fragment-duration={FRAGMENT_MS} ! {sink}",
