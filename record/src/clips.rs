@@ -223,6 +223,9 @@ fn write(cat: &Catalog, parts: &[Part], out: &Path, mode: Method, enc: &Encoding
     match (res, sink.mux) {
         (Ok(()), Some(m)) => {
             info.frames = m.frames;
+            if mode == Method::Edges && info.reencoded == 0 {
+                info.method = Method::Copy;
+            }
             info.bytes = m.finish()?;
             if info.frames != n {
                 warn!(clip = %out.display(), written = info.frames, catalogued = n, "the files held other frames than catalogued");
@@ -263,19 +266,9 @@ fn reencode(
 ) -> anyhow::Result<u64> {
     let path = cat.abs(&p.seg.path);
     let (lo, hi) = (p.frames[p.a].pts_ns.saturating_sub(PTS_TOLERANCE_NS), p.frames[end - 1].pts_ns + PTS_TOLERANCE_NS);
-    let mut k = media::key_before(&p.frames, p.a);
-    let r = loop {
-        let r = SegmentReader::open(&path, true)?;
-        r.seek_key(&p.frames, k)?;
-        r.play()?;
-        // A seek landing past the head's first frame: read from the start.
-        match r.next() {
-            Some((pts, _)) if pts > p.frames[p.a].pts_ns + PTS_TOLERANCE_NS && k > 0 => k = 0,
-            Some((pts, s)) => break (r, Some((pts, s))),
-            None => bail!("{} holds no frame", path.display()),
-        }
-    };
-    let (r, mut next) = r;
+    let (r, first) = SegmentReader::open_at(&path, true, &p.frames, p.a)?;
+    let mut next = Some(first);
+    let k = media::key_before(&p.frames, p.a);
     let mut n = 0u64;
     // Bounded: frames from the keyframe to the end of the range, and some
     // the catalog does not list.
@@ -297,7 +290,9 @@ fn reencode(
                     .and_then(|st| st.get::<gst::Fraction>("framerate").ok())
                     .filter(|f| f.numer() > 0 && f.denom() > 0)
                     .map_or(30.0, |f| f64::from(f.numer()) / f64::from(f.denom()));
-                slot.insert(Reencoder::new(enc.encoder, enc.gop_frames(fps), enc.bitrate, &caps.to_owned())?)
+                let rate = media::nominal_rate(&p.seg.format);
+                let fps = rate.map_or(fps, |r| f64::from(r.numer()) / f64::from(r.denom()));
+                slot.insert(Reencoder::new(enc.encoder, enc.gop_frames(fps), enc.bitrate, &caps.to_owned(), rate)?)
             }
         };
         e.push(buf, clip_pts(p, pts, t0))?;
@@ -312,12 +307,11 @@ fn reencode(
 fn copy(cat: &Catalog, p: &Part, start: usize, t0: u64, sink: &mut Sink<'_>) -> anyhow::Result<()> {
     let path = cat.abs(&p.seg.path);
     let (lo, hi) = (p.frames[start].pts_ns.saturating_sub(PTS_TOLERANCE_NS), p.frames[p.b].pts_ns + PTS_TOLERANCE_NS);
-    let r = SegmentReader::open(&path, false)?;
+    let (r, first) = SegmentReader::open_at(&path, false, &p.frames, start)?;
     let caps = r.caps().with_context(|| format!("{} has no video track", path.display()))?;
-    r.seek_key(&p.frames, start)?;
-    r.play()?;
-    for _ in 0..(p.b - media::key_before(&p.frames, start) + 64) {
-        let Some((pts, s)) = r.next() else { break };
+    let mut next = Some(first);
+    for _ in 0..(p.b + 64) {
+        let Some((pts, s)) = next.take().or_else(|| r.next()) else { break };
         if pts > hi {
             break;
         }

@@ -79,9 +79,8 @@ impl SegmentReader {
         } else {
             format!("filesrc location=\"{loc}\" ! qtdemux ! appsink name=sink sync=false")
         };
-        let pipeline = gst::parse::launch(&desc)?
-            .downcast::<gst::Pipeline>()
-            .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+        let pipeline =
+            gst::parse::launch(&desc)?.downcast::<gst::Pipeline>().map_err(|_| anyhow::anyhow!("not a pipeline"))?;
         let guard = NullOnDrop(pipeline.clone());
         let sink =
             pipeline.by_name("sink").and_then(|e| e.downcast::<gst_app::AppSink>().ok()).context("no appsink")?;
@@ -141,37 +140,69 @@ impl SegmentReader {
         None
     }
 
-    /// Reads from the keyframe at or before `frames[i]` and returns the
-    /// decoded (or compressed) sample of `frames[i]`, matched by timestamp.
-    pub fn frame_at(path: &Path, decode: bool, frames: &[FrameRow], i: usize) -> anyhow::Result<gst::Sample> {
+    /// Opens `path` reading from the keyframe at or before `frames[i]`, and
+    /// returns the reader with the first sample it gave. A seek that lands
+    /// past `frames[i]` (qtdemux can miss a keyframe of a fragment it has
+    /// not indexed yet) is retried once without seeking, from the start.
+    pub fn open_at(
+        path: &Path,
+        decode: bool,
+        frames: &[FrameRow],
+        i: usize,
+    ) -> anyhow::Result<(SegmentReader, (u64, gst::Sample))> {
         let target = frames.get(i).context("frame index out of range")?.pts_ns;
         let mut k = key_before(frames, i);
-        // Once more from the start of the file if the seek lands past the
-        // frame (a keyframe the catalog does not know of is never skipped:
-        // snap-before lands at or before the position).
-        for attempt in 0..2 {
+        loop {
             let r = SegmentReader::open(path, decode)?;
             r.seek_key(frames, k)?;
             r.play()?;
-            let budget = i - k + 64;
-            for _ in 0..budget {
-                let Some((pts, s)) = r.next() else { break };
-                if pts > target + PTS_TOLERANCE_NS {
-                    break;
+            match r.next() {
+                Some((pts, _)) if pts > target + PTS_TOLERANCE_NS && k > 0 => {
+                    tracing::debug!(path = %path.display(), "seek landed past frame {}; reading from the start", frames[i].frame_id);
+                    k = 0;
                 }
-                if nearest(frames, pts) == Some(i) {
-                    return Ok(s);
-                }
+                Some(first) => return Ok((r, first)),
+                None => bail!("{} holds no frame", path.display()),
             }
-            if attempt == 0 && k > 0 {
-                tracing::debug!(path = %path.display(), "seek missed frame {}; reading from the start", frames[i].frame_id);
-                k = 0;
-            } else {
+        }
+    }
+
+    /// The decoded (or compressed) sample of `frames[i]`, matched by
+    /// timestamp, read from the keyframe at or before it.
+    pub fn frame_at(path: &Path, decode: bool, frames: &[FrameRow], i: usize) -> anyhow::Result<gst::Sample> {
+        let target = frames.get(i).context("frame index out of range")?.pts_ns;
+        let (r, first) = SegmentReader::open_at(path, decode, frames, i)?;
+        let mut next = Some(first);
+        // Bounded: at most the frames from the first keyframe to the target,
+        // and some the catalog does not list.
+        for _ in 0..i + 64 {
+            let Some((pts, s)) = next.take().or_else(|| r.next()) else { break };
+            if pts > target + PTS_TOLERANCE_NS {
                 break;
+            }
+            if nearest(frames, pts) == Some(i) {
+                return Ok(s);
             }
         }
         bail!("frame {} not decodable from {}", frames[i].frame_id, path.display())
     }
+}
+
+/// The nominal frame rate of a catalogued ring format (`... @ 29.970 fps`)
+/// as a fraction: whole rates, NTSC rates (×1000/1001), else thousandths.
+pub fn nominal_rate(format: &str) -> Option<gst::Fraction> {
+    let fps: f64 = format.split(" @ ").nth(1)?.strip_suffix(" fps")?.trim().parse().ok()?;
+    if !(fps.is_finite() && fps > 0.0 && fps < 100_000.0) {
+        return None;
+    }
+    let near = |x: f64| (x - x.round()).abs() < 0.002;
+    Some(if near(fps) {
+        gst::Fraction::new(fps.round() as i32, 1)
+    } else if near(fps * 1.001) {
+        gst::Fraction::new((fps * 1.001).round() as i32 * 1000, 1001)
+    } else {
+        gst::Fraction::new((fps * 1000.0).round() as i32, 1000)
+    })
 }
 
 /// The first error a pipeline posted, as an error.
@@ -218,7 +249,23 @@ pub struct Reencoder {
 
 impl Reencoder {
     /// An encoder for raw frames of `caps` (as decoded from a segment).
-    pub fn new(encoder: Encoder, gop_frames: u64, kbps: u32, caps: &gst::Caps) -> anyhow::Result<Reencoder> {
+    /// `rate` replaces the caps' frame rate: the recorder gave its encoder
+    /// the producer's nominal rate, which the encoder writes into the
+    /// parameter sets; a demuxer's estimate from jittered capture times can
+    /// differ (30000/1001 for a 30 fps recording).
+    pub fn new(
+        encoder: Encoder,
+        gop_frames: u64,
+        kbps: u32,
+        caps: &gst::Caps,
+        rate: Option<gst::Fraction>,
+    ) -> anyhow::Result<Reencoder> {
+        let mut caps = caps.clone();
+        if let Some(rate) = rate
+            && let Some(st) = caps.make_mut().structure_mut(0)
+        {
+            st.set("framerate", rate);
+        }
         // The recorder hands x264 its NV12 or I420 as it is; the parameter
         // sets do not depend on which, both being 4:2:0.
         let desc = format!(
@@ -235,7 +282,7 @@ impl Reencoder {
         let src = pipeline.by_name("src").and_then(|e| e.downcast::<gst_app::AppSrc>().ok()).context("no appsrc")?;
         let sink =
             pipeline.by_name("sink").and_then(|e| e.downcast::<gst_app::AppSink>().ok()).context("no appsink")?;
-        src.set_caps(Some(caps));
+        src.set_caps(Some(&caps));
         pipeline.set_state(gst::State::Playing).context("cannot start the encoder")?;
         Ok(Reencoder { pipeline, src, sink, _guard: guard, pending: VecDeque::new() })
     }
@@ -254,7 +301,11 @@ impl Reencoder {
     }
 
     /// Encoded frames ready now (`wait`: all of them, after the end).
-    fn drain(&mut self, wait: bool, out: &mut dyn FnMut(gst::Buffer, &gst::Caps, u64) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    fn drain(
+        &mut self,
+        wait: bool,
+        out: &mut dyn FnMut(gst::Buffer, &gst::Caps, u64) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let timeout = if wait { PULL_TIMEOUT } else { gst::ClockTime::ZERO };
         while !self.pending.is_empty() {
             let Some(s) = self.sink.try_pull_sample(timeout) else {
@@ -272,12 +323,18 @@ impl Reencoder {
     }
 
     /// Hands what is encoded so far to `out`.
-    pub fn take(&mut self, out: &mut dyn FnMut(gst::Buffer, &gst::Caps, u64) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    pub fn take(
+        &mut self,
+        out: &mut dyn FnMut(gst::Buffer, &gst::Caps, u64) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         self.drain(false, out)
     }
 
     /// Ends the stream and hands every remaining frame to `out`.
-    pub fn finish(mut self, out: &mut dyn FnMut(gst::Buffer, &gst::Caps, u64) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    pub fn finish(
+        mut self,
+        out: &mut dyn FnMut(gst::Buffer, &gst::Caps, u64) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let _ = self.src.end_of_stream();
         self.drain(true, out)?;
         let _ = self.pipeline.set_state(gst::State::Null);
@@ -329,11 +386,9 @@ impl ClipMux {
         // The video pad by name: with the caps set after parsing, automatic
         // linking could pick the muxer's audio pad.
         let mux = if jpeg { "qtmux" } else { "mp4mux" };
-        let desc =
-            format!("appsrc name=src format=time ! mux.video_0 {mux} name=mux ! filesink location=\"{loc}\"");
-        let pipeline = gst::parse::launch(&desc)?
-            .downcast::<gst::Pipeline>()
-            .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+        let desc = format!("appsrc name=src format=time ! mux.video_0 {mux} name=mux ! filesink location=\"{loc}\"");
+        let pipeline =
+            gst::parse::launch(&desc)?.downcast::<gst::Pipeline>().map_err(|_| anyhow::anyhow!("not a pipeline"))?;
         let guard = NullOnDrop(pipeline.clone());
         let src = pipeline.by_name("src").and_then(|e| e.downcast::<gst_app::AppSrc>().ok()).context("no appsrc")?;
         src.set_caps(Some(caps));
@@ -384,7 +439,8 @@ impl ClipMux {
     pub fn finish(self) -> anyhow::Result<u64> {
         let _ = self.src.end_of_stream();
         let bus = self.pipeline.bus().context("no bus")?;
-        let msg = bus.timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos, gst::MessageType::Error]);
+        let msg =
+            bus.timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos, gst::MessageType::Error]);
         let _ = self.pipeline.set_state(gst::State::Null);
         match msg.as_ref().map(|m| m.view()) {
             Some(gst::MessageView::Eos(_)) => {}

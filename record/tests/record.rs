@@ -166,12 +166,107 @@ fn event_clip_covers_pre_and_post_roll() {
     for w in all.windows(2) {
         assert_eq!(w[1].0, w[0].0 + 1, "clip frames are consecutive: {:?}", &all);
     }
-    // Stamp times are µs modulo 2^32: compare by wrapping difference.
-    let before = |t_us: u32, ns: u64| (t_us.wrapping_sub((ns / 1000) as u32) as i32) <= 0;
-    let first = all.first().unwrap().1;
-    let last = all.last().unwrap().1;
-    assert!(before(first, a.capture_ns - 1_000_000_000), "clip starts after start - pre: {all:?}");
-    assert!(!before(last, b.capture_ns + 1_000_000_000 - 1_000), "clip ends before end + post: {all:?}");
+    // Frame-exact: from the first frame captured at or after start - pre to
+    // the last one at or before end + post.
+    let (from, to) = (a.capture_ns - 1_000_000_000, b.capture_ns + 1_000_000_000);
+    let cat = Catalog::open(&dir, false).unwrap();
+    let now: Vec<_> = cat.segments().unwrap().iter().flat_map(|s| cat.frames(s.id).unwrap()).collect();
+    drop(cat);
+    let listed: Vec<u64> =
+        now.iter().filter(|f| f.capture_ns >= from && f.capture_ns <= to).map(|f| f.frame_id).collect();
+    let got: Vec<u64> = all.iter().map(|s| u64::from(s.0)).collect();
+    assert_eq!(got, listed, "clip frames vs catalogued frames in [start - pre, end + post]");
+}
+
+/// Unix seconds with nine decimals (exact).
+fn unix(ns: u64) -> String {
+    format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000)
+}
+
+/// Every frame of a clip: decoded stamps (asserting each decodes), checked
+/// with ffmpeg (no decoding error) and ffprobe (same frame count).
+fn clip_ids(path: &Path) -> Vec<u64> {
+    let got = ids(path);
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
+        .arg(path)
+        // Timestamps kept in the file's time base: the default one-tick-per-frame
+        // time base would merge capture-jittered frames (a muxer warning, not a decoding error).
+        .args(["-fps_mode", "passthrough", "-enc_time_base", "-1", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "ffmpeg decoding {}: {}", path.display(), describe(&out));
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries", "stream=nb_read_frames"])
+        .args(["-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let n: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    assert_eq!(n, got.len(), "ffprobe counts {n} frames in {}, GStreamer {}", path.display(), got.len());
+    got
+}
+
+#[test]
+fn clips_are_frame_exact_with_only_the_head_reencoded() {
+    require_tool("ffmpeg");
+    require_tool("ffprobe");
+    let mut g = Guard::new();
+    let name = unique_name("rec-exact");
+    let dir = temp_dir(&mut g, "exact");
+    producer(&mut g, "exact-prod", &name, (640, 360), "i420", 64);
+    // 2 s segments, a keyframe every second (30 frames).
+    recorder(&mut g, "exact-rec", &name, &dir, &["--segment-seconds", "2", "--gop", "1"]);
+    wait_for(LONG, || (closed(&ls(&dir)).len() >= 3).then_some(()))
+        .unwrap_or_else(|| panic!("3 segments were not recorded:\n{}", g.log("exact-rec")));
+    let cat = Catalog::open(&dir, false).unwrap();
+    let segs: Vec<_> = cat.segments().unwrap().into_iter().filter(|s| s.state == "closed").take(3).collect();
+    let per_seg: Vec<Vec<_>> = segs.iter().map(|s| cat.frames(s.id).unwrap()).collect();
+    drop(cat);
+    let all: Vec<_> = per_seg.iter().flatten().copied().collect();
+    let keys: Vec<usize> = (0..all.len()).filter(|&i| all[i].key).collect();
+    assert!(keys.len() >= 5, "{} keyframes in 3 segments", keys.len());
+    let half = |i: usize| (all[i + 1].capture_ns - all[i].capture_ns) / 2;
+    let clip = |tag: &str, from: u64, to: u64| -> (Vec<u64>, String) {
+        let out = dir.join(format!("{tag}.mp4"));
+        let line = run_ok(&[
+            "clip",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--from",
+            &unix(from),
+            "--to",
+            &unix(to),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        (clip_ids(&out), line)
+    };
+    let expect = |i: usize, j: usize| -> Vec<u64> { all[i..=j].iter().map(|f| f.frame_id).collect() };
+
+    // Across segments, from mid-GOP to mid-GOP, bounds between frames: the
+    // first frame at or after `from`, the last at or before `to`.
+    let (i, j) = (keys[0] + 7, keys[keys.len() - 1] - 5);
+    let (got, line) = clip("across", all[i].capture_ns - half(i - 1), all[j].capture_ns + half(j));
+    assert_eq!(got, expect(i, j), "{line}");
+    assert!(line.contains("copy+head"), "{line}");
+    // Bounds exactly on frames.
+    let (got, line) = clip("exact", all[i].capture_ns, all[j].capture_ns);
+    assert_eq!(got, expect(i, j), "{line}");
+    // Entirely inside one GOP (no keyframe in the range): all re-encoded.
+    let (i, j) = (keys[1] + 3, keys[1] + 12);
+    let (got, line) = clip("gop", all[i].capture_ns, all[j].capture_ns);
+    assert_eq!(got, expect(i, j), "{line}");
+    assert!(line.contains(&format!("{} re-encoded", j - i + 1)), "{line}");
+    // Starting on a keyframe: all stream copy.
+    let (i, j) = (keys[2], keys[2] + 40);
+    let (got, line) = clip("key", all[i].capture_ns, all[j].capture_ns);
+    assert_eq!(got, expect(i, j), "{line}");
+    assert!(line.contains(", copy, 0 re-encoded"), "{line}");
+    // A single frame.
+    let i = keys[1] + 20;
+    let (got, _) = clip("one", all[i].capture_ns, all[i].capture_ns);
+    assert_eq!(got, expect(i, i));
 }
 
 #[test]
