@@ -40,14 +40,18 @@ pub fn nearest(frames: &[FrameRow], pts: u64) -> Option<usize> {
     (frames[best].pts_ns.abs_diff(pts) <= PTS_TOLERANCE_NS).then_some(best)
 }
 
-/// The position to seek to for the keyframe `frames[k]`: half-way to the
-/// next frame, so that the file's rounding of either timestamp cannot make
-/// a snap-before seek land on the keyframe before it.
+/// The position to seek to for the keyframe `frames[k]`: just after its
+/// catalogued timestamp (half a millisecond, or half-way to the next frame
+/// if that is nearer), so that the file's rounding of the timestamp cannot
+/// make a snap-before seek land on the keyframe before it. The decoder
+/// clips the keyframe's timestamp to this position (it starts before the
+/// seek segment), which is still nearest to the keyframe's own.
 fn key_position(frames: &[FrameRow], k: usize) -> u64 {
-    match frames.get(k + 1) {
-        Some(n) => frames[k].pts_ns + (n.pts_ns - frames[k].pts_ns) / 2,
-        None => frames[k].pts_ns,
-    }
+    let step = match frames.get(k + 1) {
+        Some(n) => (n.pts_ns - frames[k].pts_ns) / 2,
+        None => PTS_TOLERANCE_NS,
+    };
+    frames[k].pts_ns + step.min(PTS_TOLERANCE_NS / 2)
 }
 
 /// The index of the keyframe at or before `i` (0 when none is catalogued:
@@ -141,9 +145,10 @@ impl SegmentReader {
     }
 
     /// Opens `path` reading from the keyframe at or before `frames[i]`, and
-    /// returns the reader with the first sample it gave. A seek that lands
-    /// past `frames[i]` (qtdemux can miss a keyframe of a fragment it has
-    /// not indexed yet) is retried once without seeking, from the start.
+    /// returns the reader with the first sample it gave. The seek must land
+    /// on that keyframe: qtdemux can start a fragmented file at the sample
+    /// after the position instead; then the file is read once more from its
+    /// start, without seeking.
     pub fn open_at(
         path: &Path,
         decode: bool,
@@ -156,14 +161,17 @@ impl SegmentReader {
             let r = SegmentReader::open(path, decode)?;
             r.seek_key(frames, k)?;
             r.play()?;
-            match r.next() {
-                Some((pts, _)) if pts > target + PTS_TOLERANCE_NS && k > 0 => {
-                    tracing::debug!(path = %path.display(), "seek landed past frame {}; reading from the start", frames[i].frame_id);
-                    k = 0;
-                }
-                Some(first) => return Ok((r, first)),
-                None => bail!("{} holds no frame", path.display()),
+            let Some((pts, s)) = r.next() else { bail!("{} holds no frame", path.display()) };
+            let on_key = nearest(frames, pts) == Some(k)
+                && s.buffer().is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT));
+            if k == 0 || on_key {
+                return Ok((r, (pts, s)));
             }
+            tracing::debug!(
+                path = %path.display(), landed_ns = pts, key_ns = frames[k].pts_ns, target_ns = target,
+                "the seek missed the keyframe; reading from the start"
+            );
+            k = 0;
         }
     }
 
@@ -272,7 +280,7 @@ impl Reencoder {
             "appsrc name=src format=time is-live=false ! videoconvert ! \
              video/x-raw,format=I420 ! {} ! h264parse ! video/x-h264,stream-format=avc,alignment=au ! \
              appsink name=sink sync=false",
-            encoder.launch(gop_frames, kbps)
+            crate::encoder::launch(encoder, gop_frames, kbps)
         );
         let pipeline = gst::parse::launch(&desc)
             .with_context(|| format!("cannot build the encoder `{desc}`"))?

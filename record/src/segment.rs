@@ -97,7 +97,7 @@ fn launch(format: &VideoFormat, s: &EncodeSettings, path: &Path) -> anyhow::Resu
         "{src} ! videoconvert ! video/x-raw,format={} ! {} ! h264parse name=parse ! \
          mp4mux fragment-duration={FRAGMENT_MS} ! {sink}",
         s.encoder.input_format(format.pixel),
-        s.encoder.launch(gop, s.bitrate)
+        encoder::launch(s.encoder, gop, s.bitrate)
     ))
 }
 

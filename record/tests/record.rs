@@ -98,6 +98,31 @@ fn catalog_matches_decoded_stamps_and_frames_come_from_ring_then_disk() {
     assert!(out.starts_with("disk:"), "{out}");
     assert_eq!(image_id(&jpg), oldest);
 
+    // Around a keyframe in the middle of a segment (the seek lands on the
+    // keyframe at or before the frame, decoding goes forward to it): the
+    // frame before it, the keyframe, the two after it.
+    let cat = Catalog::open(&dir, false).unwrap();
+    let seg = cat.segments().unwrap().into_iter().find(|s| s.path == segs[1]["path"].as_str().unwrap()).unwrap();
+    let fr = cat.frames(seg.id).unwrap();
+    drop(cat);
+    let k = (1..fr.len() - 2).find(|&i| fr[i].key).expect("a keyframe inside a 2 s segment");
+    for f in &fr[k - 1..=k + 2] {
+        let png = dir.join(format!("around-{}.png", f.frame_id));
+        let id = f.frame_id.to_string();
+        let out = run_ok(&[
+            "frame",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--id",
+            &id,
+            "--out",
+            png.to_str().unwrap(),
+            "--disk-only",
+        ]);
+        assert!(out.starts_with("disk:"), "{out}");
+        assert_eq!(image_id(&png), f.frame_id, "{out}");
+    }
+
     // By time, from disk: the frame captured nearest to the time asked.
     let cat = Catalog::open(&dir, false).unwrap();
     let seg = cat.segments().unwrap().into_iter().find(|s| s.path == segs[1]["path"].as_str().unwrap()).unwrap();
