@@ -115,6 +115,10 @@ pub struct SegmentWriter {
     pub opened: Instant,
     /// Frames pushed.
     pub pushed: u64,
+    /// Frames the full appsrc queue dropped (already counted as dropped).
+    pub leaked: u64,
+    dropped: Counter,
+    queue: u64,
     last_pts: Option<u64>,
     period_ns: u64,
     pending: Arc<Mutex<VecDeque<(u64, u64, u64)>>>,
@@ -141,6 +145,7 @@ impl SegmentWriter {
         start_ns: u64,
         written: SyncSender<Written>,
         unlisted: Counter,
+        dropped: Counter,
     ) -> anyhow::Result<SegmentWriter> {
         let desc = launch(format, settings, &path)?;
         let pipeline = gst::parse::launch(&desc)
@@ -199,6 +204,9 @@ impl SegmentWriter {
             start_ns,
             opened: Instant::now(),
             pushed: 0,
+            leaked: 0,
+            dropped,
+            queue: u64::from(settings.queue),
             last_pts: None,
             period_ns,
             pending,
@@ -230,8 +238,16 @@ impl SegmentWriter {
             q.push_back((pts, frame_id, capture_ns));
         }
         let keep = buf.clone();
+        // A full queue (the encoder or the disk stalled) drops its oldest
+        // frame to take this one: counted now, not when the segment closes.
+        let full = self.appsrc.current_level_buffers() >= self.queue;
         if self.appsrc.push_buffer(buf).is_ok() {
             self.pushed += 1;
+            if full {
+                self.leaked += 1;
+                // Relaxed: statistics.
+                self.dropped.inc();
+            }
         }
         keep
     }

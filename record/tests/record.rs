@@ -435,6 +435,167 @@ fn a_full_disk_frees_the_oldest_segments_and_recording_goes_on() {
     drop(g);
 }
 
+fn assert_root(what: &str) {
+    let uid = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
+    assert_eq!(uid.trim(), "0", "this test {what}: run it as root (scripts/test.sh does)");
+}
+
+fn run_tool(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}: {}", describe(&out));
+}
+
+/// Resident memory of a process (kB).
+fn rss_kb(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// An ext4 file system in a loop-mounted image, thawed and unmounted at drop.
+struct Ext4 {
+    mnt: PathBuf,
+    image: PathBuf,
+}
+
+impl Ext4 {
+    fn new(tag: &str, mb: u64) -> Ext4 {
+        let base = std::env::temp_dir().join(format!("shmcast-record-{tag}-{}", std::process::id()));
+        let (mnt, image) = (base.join("mnt"), base.join("fs.img"));
+        std::fs::create_dir_all(&mnt).unwrap();
+        let f = std::fs::File::create(&image).unwrap();
+        f.set_len(mb << 20).unwrap();
+        drop(f);
+        run_tool(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
+        let ext4 = Ext4 { mnt, image };
+        run_tool(Command::new("mount").args(["-o", "loop"]).arg(&ext4.image).arg(&ext4.mnt));
+        ext4
+    }
+}
+
+impl Drop for Ext4 {
+    fn drop(&mut self) {
+        let _ = Command::new("fsfreeze").arg("-u").arg(&self.mnt).output();
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        if let Some(base) = self.image.parent() {
+            let _ = std::fs::remove_dir_all(base);
+        }
+    }
+}
+
+#[test]
+fn a_stalled_disk_drops_and_counts_frames_with_bounded_memory() {
+    assert_root("freezes a loop-mounted file system");
+    let fs = Ext4::new("frozen", 128);
+    let dir = fs.mnt.join("rec");
+    let mut g = Guard::new();
+    let name = unique_name("rec-stall");
+    // 720p I420: 1.4 MB a frame, 41 MB a second if frames were kept.
+    producer(&mut g, "stall-prod", &name, (1280, 720), "i420", 16);
+    let addr = format!("127.0.0.1:{}", shmcast_e2e::free_port());
+    let rec = recorder(&mut g, "stall-rec", &name, &dir, &["--segment-seconds", "600", "--metrics", &addr]);
+    let recorded = || metric(&addr, "shmcast_record_frames_total").unwrap_or(0.0) as u64;
+    wait_for(LONG, || (recorded() >= 90).then_some(()))
+        .unwrap_or_else(|| panic!("nothing recorded:\n{}", g.log("stall-rec")));
+    let base_rss = rss_kb(rec);
+    let base_lost = counted_losses(&addr);
+    // Every write, fsync and SQLite commit on the file system now blocks.
+    run_tool(Command::new("fsfreeze").arg("-f").arg(&fs.mnt));
+    let frozen_at = std::time::Instant::now();
+    let mut max_rss = base_rss;
+    // 300 frames lost while frozen (10 s at 30 fps).
+    let lost = wait_for(LONG, || {
+        max_rss = max_rss.max(rss_kb(rec));
+        let l = counted_losses(&addr);
+        (l >= base_lost + 300).then_some(l)
+    });
+    max_rss = max_rss.max(rss_kb(rec));
+    let frozen_for = frozen_at.elapsed();
+    let catalogued_while_frozen = recorded();
+    run_tool(Command::new("fsfreeze").arg("-u").arg(&fs.mnt));
+    let lost = lost.unwrap_or_else(|| panic!("no frame was dropped with the disk stalled:\n{}", g.log("stall-rec")));
+    let grown_mb = max_rss.saturating_sub(base_rss) / 1024;
+    eprintln!(
+        "stalled {:.1} s: {} frames counted lost/dropped, RSS {} MB -> max {} MB",
+        frozen_for.as_secs_f64(),
+        lost - base_lost,
+        base_rss / 1024,
+        max_rss / 1024
+    );
+    // Keeping the frames would have taken 400 MB; the recorder holds its
+    // queue (15 + 3 frames, 25 MB) and some encoder state.
+    assert!(grown_mb < 100, "RSS grew by {grown_mb} MB while the disk was stalled");
+    assert!(pid_alive(rec));
+    // Recording goes on once the disk is back.
+    wait_for(LONG, || (recorded() >= catalogued_while_frozen + 60).then_some(()))
+        .unwrap_or_else(|| panic!("recording did not resume:\n{}", g.log("stall-rec")));
+    signal(rec, "TERM");
+    let status = wait_for(LONG, || g.child("stall-rec").try_wait().ok().flatten()).expect("recorder did not stop");
+    assert!(status.success(), "{status:?}\n{}", g.log("stall-rec"));
+    drop(g);
+}
+
+#[test]
+fn a_full_catalog_disk_keeps_the_catalog_whole_and_recovers() {
+    assert_root("mounts a tmpfs");
+    // The catalog alone on a 2 MB tmpfs (through a symbolic link), the
+    // segments elsewhere: SQLite is the one to meet the full disk.
+    let mnt = std::env::temp_dir().join(format!("shmcast-record-catmnt-{}", std::process::id()));
+    std::fs::create_dir_all(&mnt).unwrap();
+    run_tool(Command::new("mount").args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"]).arg(&mnt));
+    let _m = Mount(mnt.clone());
+    let mut g = Guard::new();
+    let dir = temp_dir(&mut g, "catfull");
+    std::fs::write(mnt.join("catalog.sqlite"), b"").unwrap();
+    std::os::unix::fs::symlink(mnt.join("catalog.sqlite"), dir.join("catalog.sqlite")).unwrap();
+    let name = unique_name("rec-catfull");
+    producer(&mut g, "cf-prod", &name, (640, 360), "i420", 16);
+    let addr = format!("127.0.0.1:{}", shmcast_e2e::free_port());
+    let rec = recorder(&mut g, "cf-rec", &name, &dir, &["--segment-seconds", "600", "--metrics", &addr]);
+    let recorded = || metric(&addr, "shmcast_record_frames_total").unwrap_or(0.0) as u64;
+    wait_for(LONG, || (recorded() >= 60).then_some(()))
+        .unwrap_or_else(|| panic!("nothing recorded:\n{}", g.log("cf-rec")));
+    assert!(mnt.join("catalog.sqlite").is_file(), "the catalog is not on the small file system");
+    // Fill the file system to the last byte.
+    let filler = mnt.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    wait_for(LONG, || g.log("cf-rec").contains("catalog: disk full").then_some(()))
+        .unwrap_or_else(|| panic!("SQLite never met the full disk:\n{}", g.log("cf-rec")));
+    assert!(pid_alive(rec));
+    // Never half-written: the catalog is whole while the disk is full.
+    let cat = Catalog::open(&dir, false).unwrap();
+    assert_eq!(cat.integrity_check().unwrap(), "ok");
+    drop(cat);
+    std::fs::remove_file(&filler).unwrap();
+    wait_for(LONG, || g.log("cf-rec").contains("catalog: writable again").then_some(()))
+        .unwrap_or_else(|| panic!("the catalog did not recover:\n{}", g.log("cf-rec")));
+    let after = recorded();
+    wait_for(LONG, || (recorded() >= after + 30).then_some(()))
+        .unwrap_or_else(|| panic!("recording did not go on:\n{}", g.log("cf-rec")));
+    signal(rec, "TERM");
+    let status = wait_for(LONG, || g.child("cf-rec").try_wait().ok().flatten()).expect("recorder did not stop");
+    assert!(status.success(), "{status:?}\n{}", g.log("cf-rec"));
+    let log = g.log("cf-rec");
+    assert_eq!(log.matches("disk full").count(), 1, "one line for the full disk:\n{log}");
+    // The frames kept in memory meanwhile were catalogued: the catalog lists
+    // exactly the frames the segment holds.
+    let v = ls(&dir);
+    let segs = closed(&v);
+    assert_eq!(segs.len(), 1, "{v}");
+    let path = segs[0]["path"].as_str().unwrap();
+    assert_eq!(ids(&dir.join(path)), catalog_ids(&dir, path), "decoded stamps vs catalog");
+    let cat = Catalog::open(&dir, false).unwrap();
+    assert_eq!(cat.integrity_check().unwrap(), "ok");
+}
+
 #[test]
 fn producer_restart_with_another_format_starts_a_new_segment() {
     let mut g = Guard::new();
