@@ -39,12 +39,12 @@ fn catalog_matches_decoded_stamps_and_frames_come_from_ring_then_disk() {
     producer(&mut g, "cat-prod", &name, (640, 360), "i420", 128);
     let addr = format!("127.0.0.1:{}", shmcast_e2e::free_port());
     recorder(&mut g, "cat-rec", &name, &dir, &["--segment-seconds", "2", "--metrics", &addr]);
-    // 8 s in closed segments.
+    // 20 s in closed segments.
     let v = wait_for(LONG, || {
         let v = ls(&dir);
-        (closed_frames(&v) >= 240).then_some(v)
+        (closed_frames(&v) >= 600).then_some(v)
     })
-    .unwrap_or_else(|| panic!("8 s were not recorded:\n{}", g.log("cat-rec")));
+    .unwrap_or_else(|| panic!("20 s were not recorded:\n{}", g.log("cat-rec")));
 
     // ls --json: the documented shape, RFC 3339 times.
     let segs = closed(&v);
