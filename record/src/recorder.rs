@@ -440,8 +440,8 @@ impl Recorder<'_> {
                 return false;
             }
         };
-        let (wtx, unlisted, dropped) = (self.wtx.clone(), self.unlisted.clone(), self.m.dropped.clone());
-        match SegmentWriter::start(id, path, format, &self.settings, start_ns, wtx, unlisted, dropped) {
+        let counters = segment::Counters { unlisted: self.unlisted.clone(), dropped: self.m.dropped.clone() };
+        match SegmentWriter::start(id, path, format, &self.settings, start_ns, self.wtx.clone(), counters) {
             Ok(w) => {
                 debug!(segment = %rel, "segment opened");
                 // Relaxed: statistics.

@@ -101,6 +101,15 @@ fn launch(format: &VideoFormat, s: &EncodeSettings, path: &Path) -> anyhow::Resu
     ))
 }
 
+/// The recorder's counters a segment adds to.
+#[derive(Clone)]
+pub struct Counters {
+    /// Frames written but not catalogued (the catalog's channel was full).
+    pub unlisted: Counter,
+    /// Frames dropped by the full appsrc queue.
+    pub dropped: Counter,
+}
+
 /// A segment being written.
 pub struct SegmentWriter {
     pipeline: gst::Pipeline,
@@ -136,7 +145,7 @@ pub struct Failure {
 impl SegmentWriter {
     /// Builds and starts the pipeline writing `path`; every frame that
     /// reaches the muxer goes to `written` (without blocking: when the
-    /// channel is full it is counted in `unlisted`).
+    /// channel is full it is counted in `counters.unlisted`).
     pub fn start(
         id: i64,
         path: PathBuf,
@@ -144,9 +153,9 @@ impl SegmentWriter {
         settings: &EncodeSettings,
         start_ns: u64,
         written: SyncSender<Written>,
-        unlisted: Counter,
-        dropped: Counter,
+        counters: Counters,
     ) -> anyhow::Result<SegmentWriter> {
+        let Counters { unlisted, dropped } = counters;
         let desc = launch(format, settings, &path)?;
         let pipeline = gst::parse::launch(&desc)
             .with_context(|| format!("cannot build the segment pipeline `{desc}`"))?
