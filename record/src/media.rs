@@ -106,6 +106,15 @@ impl SegmentReader {
         Ok(SegmentReader { pipeline, sink, _guard: guard, path: path.to_path_buf() })
     }
 
+    /// The first error the pipeline posted, if any.
+    pub fn error(&self) -> Option<String> {
+        let msg = self.pipeline.bus()?.pop_filtered(&[gst::MessageType::Error])?;
+        match msg.view() {
+            gst::MessageView::Error(e) => Some(format!("{} ({:?})", e.error(), e.debug())),
+            _ => None,
+        }
+    }
+
     /// The caps of what comes out (known after the preroll).
     pub fn caps(&self) -> Option<gst::Caps> {
         self.sink.static_pad("sink")?.current_caps()
@@ -157,11 +166,22 @@ impl SegmentReader {
     ) -> anyhow::Result<(SegmentReader, (u64, gst::Sample))> {
         let target = frames.get(i).context("frame index out of range")?.pts_ns;
         let mut k = key_before(frames, i);
+        // Bounded: a missed seek, then one more read of a file that gave nothing.
+        let mut empty = 0;
         loop {
             let r = SegmentReader::open(path, decode)?;
             r.seek_key(frames, k)?;
             r.play()?;
-            let Some((pts, s)) = r.next() else { bail!("{} holds no frame", path.display()) };
+            let Some((pts, s)) = r.next() else {
+                let why = r.error().unwrap_or_else(|| "no error reported".into());
+                empty += 1;
+                if empty < 2 {
+                    tracing::debug!(path = %path.display(), "no frame read ({why}); once more from the start");
+                    k = 0;
+                    continue;
+                }
+                bail!("{} gave no frame: {why}", path.display())
+            };
             let on_key = nearest(frames, pts) == Some(k)
                 && s.buffer().is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT));
             if k == 0 || on_key {
