@@ -81,14 +81,35 @@ fn catalog_matches_decoded_stamps_and_frames_come_from_ring_then_disk() {
     assert!(gaps <= counted, "{gaps} frames missing between catalogued frames, {counted} counted as lost/dropped");
 
     // The newest catalogued frame is still in the ring: exact, from memory.
-    let cat = Catalog::open(&dir, false).unwrap();
-    let newest = cat.segments().unwrap().iter().filter_map(|s| s.last_frame).max().unwrap();
-    drop(cat);
-    let png = dir.join("ring.png");
-    let out =
-        run_ok(&["frame", "--dir", dir.to_str().unwrap(), "--id", &newest.to_string(), "--out", png.to_str().unwrap()]);
-    assert!(out.starts_with("ring:"), "{out}");
-    assert_eq!(image_id(&png), newest);
+    // (On a loaded machine the ring may lap it between the catalog query and
+    // the lookup: then another, newer frame is asked for, a few times at most.)
+    let mut from_ring = None;
+    for _ in 0..5 {
+        let cat = Catalog::open(&dir, false).unwrap();
+        let newest = cat.segments().unwrap().iter().filter_map(|s| s.last_frame).max().unwrap();
+        drop(cat);
+        let png = dir.join("ring.png");
+        let o = Command::new(bin("shmcast-record"))
+            .args([
+                "frame",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--id",
+                &newest.to_string(),
+                "--out",
+                png.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        if o.status.success() && out.starts_with("ring:") {
+            assert_eq!(image_id(&png), newest);
+            from_ring = Some(out);
+            break;
+        }
+        eprintln!("frame {newest} not answered from the ring: {}", describe(&o));
+    }
+    assert!(from_ring.is_some(), "no catalogued frame was answered from the ring:\n{}", g.log("cat-rec"));
 
     // The first recorded frame is long gone from the ring: decoded from disk.
     let oldest = segs[0]["first_frame"].as_u64().unwrap() + 7;
