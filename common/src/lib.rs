@@ -4,6 +4,7 @@
 //! every ring consumer exports).
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod http;
 pub mod metrics;
 pub mod procs;
