@@ -234,6 +234,11 @@ impl VideoFormat {
     /// assert_eq!(f.frame_size, 1280 * 720 * 3 / 2);
     /// assert_eq!(f.planes[1].offset, 1280 * 720);
     /// ```
+    ///
+    /// # Errors
+    /// [`FormatError::BadSize`] for a width or height of 0 or above 16384,
+    /// [`FormatError::BadRate`] for `fps_den == 0`, [`FormatError::OddSize`]
+    /// for an odd width of a subsampled format (or odd height of 4:2:0).
     pub fn new(
         width: u32,
         height: u32,
@@ -300,6 +305,10 @@ impl VideoFormat {
     }
 
     /// Sets the maximum payload of a compressed format.
+    ///
+    /// # Errors
+    /// [`FormatError::NotCompressed`] for a raw format (its frame size is
+    /// fixed), [`FormatError::BadPayload`] for 0 or more than the largest frame.
     pub fn with_max_payload(mut self, bytes: u64) -> Result<VideoFormat, FormatError> {
         if !self.pixel.is_compressed() {
             return Err(FormatError::NotCompressed(self.pixel));
