@@ -136,46 +136,49 @@ impl Proc {
         self.status
     }
 
-    /// Waits until a line of stderr contains `what` and returns that line;
-    /// fails the test when the process exits first or `timeout` passes.
-    pub fn wait_for_line(&mut self, what: &str, timeout: Duration) -> String {
+    /// Polls `f` until it returns `Some`; fails the test naming `what` when
+    /// the process exits first (unless `exit_ok`, which polls once more after
+    /// the exit) or `timeout` passes.
+    fn poll<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        exit_ok: bool,
+        mut f: impl FnMut(&mut Proc) -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(l) = self.stderr().lines().find(|l| l.contains(what)) {
-                return l.to_string();
+            if let Some(v) = f(self) {
+                return v;
             }
             if let Some(st) = self.try_exit() {
-                // The file is complete once the process has exited.
-                if let Some(l) = self.stderr().lines().find(|l| l.contains(what)) {
-                    return l.to_string();
+                // Its output is complete once it has exited: one last look.
+                if let Some(v) = f(self).filter(|_| exit_ok) {
+                    return v;
                 }
-                panic!("{} exited ({st}) before logging {what:?}; stderr:\n{}", self.label, self.stderr());
+                panic!("{} exited ({st}) before {what}; stderr:\n{}", self.label, self.stderr());
             }
             assert!(
                 Instant::now() < deadline,
-                "{} logged no {what:?} within {timeout:?}; stderr:\n{}",
+                "no {what} within {timeout:?} from {}; stderr:\n{}",
                 self.label,
                 self.stderr()
             );
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Waits until a line of stderr contains `what` and returns that line;
+    /// fails the test when the process exits first or `timeout` passes.
+    pub fn wait_for_line(&mut self, what: &str, timeout: Duration) -> String {
+        self.poll(&format!("log line {what:?}"), timeout, true, |p| {
+            p.stderr().lines().find(|l| l.contains(what)).map(str::to_string)
+        })
     }
 
     /// Waits for the exit; fails the test when `timeout` passes first.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.try_exit() {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit within {timeout:?}; stderr:\n{}",
-                self.label,
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.poll("exit", timeout, true, |p| p.try_exit())
     }
 
     /// Waits for the exit (failing the test after `timeout`) and returns the
@@ -188,24 +191,11 @@ impl Proc {
     /// Opens stream `name` (which this process creates) as soon as it
     /// exists; fails the test when the process exits first or `timeout` passes.
     pub fn open_stream(&mut self, name: &str, opts: &shm_proto::ReaderOptions, timeout: Duration) -> shm_proto::Reader {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match shm_proto::Reader::open(name, opts) {
-                Ok(r) => return r,
-                Err(e) if e.is_transient() => {}
-                Err(e) => panic!("cannot open {name}: {e}; {} stderr:\n{}", self.label, self.stderr()),
-            }
-            if let Some(st) = self.try_exit() {
-                panic!("{} exited ({st}) before stream {name} could be opened; stderr:\n{}", self.label, self.stderr());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "stream {name} did not appear within {timeout:?}; {} stderr:\n{}",
-                self.label,
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        self.poll(&format!("stream {name}"), timeout, false, |p| match shm_proto::Reader::open(name, opts) {
+            Ok(r) => Some(r),
+            Err(e) if e.is_transient() => None,
+            Err(e) => panic!("cannot open {name}: {e}; {} stderr:\n{}", p.label, p.stderr()),
+        })
     }
 
     /// Resident set size in KiB.
