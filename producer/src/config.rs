@@ -38,6 +38,8 @@ closed, readers woken, the name unlinked); 1 on an error (one line on stderr,
 nothing left in /dev/shm); 2 on a usage error.";
 
 /// Capture frames into a shmcast shared-memory ring.
+// The field docs are the `--help` text, written for a terminal (`<NAME>`).
+#[allow(rustdoc::invalid_html_tags)]
 #[derive(Parser, Debug)]
 #[command(name = crate::BIN, version, about, after_help = AFTER_HELP)]
 pub struct Args {
