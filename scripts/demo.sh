@@ -192,11 +192,12 @@ for ((i = 0; i < 100; i++)); do
   sleep 0.1
 done
 
-# The top band of the test pattern holds the frame stamp and a moving bar:
-# mask it (docs/producer.md: 1280x720 -> 0,0,1280,128).
+# The top band of the test pattern (frame stamp, moving bar) is recorded in
+# the segment header as the producer's overlay (`shmcast-inspect --json`:
+# "overlay"), which the detector never analyses.
 say "starting detector (events below, one per line; also in $run_dir/events.jsonl)"
 mkdir -p "$run_dir/snaps"
-"$bin_dir/shmcast-detect" --name "$name" --events - --mask "0,0,$width,128" --snapshots "$run_dir/snaps" \
+"$bin_dir/shmcast-detect" --name "$name" --events - --snapshots "$run_dir/snaps" \
   2>"$run_dir/detect.log" > >(tee "$run_dir/events.jsonl" | pretty_events) &
 detect_pid=$!
 

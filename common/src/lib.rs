@@ -7,6 +7,7 @@
 //! GStreamer's registry.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 #[cfg(feature = "gst")]
 pub mod gst;
 pub mod h264;

@@ -275,7 +275,7 @@ impl Collector for ProcessCollector {
             None,
             rss.metric_type(),
         )?)?;
-        if let Some(cpu) = cpu_seconds() {
+        if let Some(cpu) = crate::procs::cpu_seconds(std::process::id()) {
             let c = ConstCounter::new(cpu);
             c.encode(enc.encode_descriptor(
                 "process_cpu_seconds",
@@ -307,19 +307,6 @@ impl Collector for ProcessCollector {
         }
         Ok(())
     }
-}
-
-/// utime + stime of this process in seconds. They are fields 14 and 15 of
-/// `/proc/self/stat`, counted after the parenthesised command name (which may
-/// contain spaces), in USER_HZ ticks: 100 on every Linux architecture (the
-/// kernel exports a fixed USER_HZ to userspace whatever its HZ).
-fn cpu_seconds() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = s.rsplit_once(") ")?.1;
-    let mut it = rest.split_whitespace().skip(11);
-    let utime: u64 = it.next()?.parse().ok()?;
-    let stime: u64 = it.next()?.parse().ok()?;
-    Some((utime + stime) as f64 / 100.0)
 }
 
 /// A valid metric name: invalid characters become `_`, a leading digit gets a `_` prefix.

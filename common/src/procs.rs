@@ -1,4 +1,4 @@
-//! Which processes map a stream's segment (its readers, and its producer),
+//! CPU time of a process; which processes map a stream's segment (its readers, and its producer),
 //! found from `/proc/*/maps`, and their command lines; and which RTSP
 //! bridges (`shmcast-rtsp`) serve which stream, from `/proc/*/cmdline`.
 //!
@@ -34,6 +34,20 @@ fn read_bounded(path: &Path, max: u64) -> Option<Vec<u8>> {
 
 fn pids() -> impl Iterator<Item = u32> {
     std::fs::read_dir("/proc").into_iter().flatten().filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+}
+
+/// utime + stime of process `pid` in seconds: fields 14 and 15 of
+/// `/proc/PID/stat`, counted after the parenthesised command name (which may
+/// contain spaces and parentheses), in `CLK_TCK` ticks. `None` once the
+/// process is gone.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let s = read_bounded(&Path::new("/proc").join(pid.to_string()).join("stat"), MAX_CMDLINE_BYTES)?;
+    let s = String::from_utf8_lossy(&s);
+    let rest = s.rsplit_once(") ")?.1;
+    let mut it = rest.split_whitespace().skip(11);
+    let utime: u64 = it.next()?.parse().ok()?;
+    let stime: u64 = it.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / rustix::param::clock_ticks_per_second() as f64)
 }
 
 /// The arguments of process `pid`.

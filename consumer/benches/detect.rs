@@ -60,10 +60,11 @@ fn scenes(format: &VideoFormat) -> Vec<Vec<u8>> {
     (0..VARIANTS).map(|i| frame(format, i as u64 + 1, w / 4 + i * w / 50, h / 2 + i * h / 80)).collect()
 }
 
+use shmcast_common::bench::percentile;
+
 fn percentiles(v: &mut [f64]) -> (f64, f64) {
     v.sort_unstable_by(f64::total_cmp);
-    let q = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
-    (q(0.5), q(0.99))
+    (percentile(v, 0.5), percentile(v, 0.99))
 }
 
 fn rss_anon() -> u64 {

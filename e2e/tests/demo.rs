@@ -7,7 +7,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use shmcast_e2e::{
+use shmcast_testkit::{
     Guard, bin, bin_dir, free_port, pid_alive, require_tool, script, segment_path, signal, unique_name, wait_for,
 };
 

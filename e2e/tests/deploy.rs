@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use shmcast_e2e::{
+use shmcast_testkit::{
     Guard, bin, bin_dir, describe, pid_alive, proc_status_field, repo_root, require_tool, script, segment_path, signal,
     unique_name, wait_for,
 };
@@ -122,7 +122,7 @@ fn start_pins_restarts_and_stops_cleanly() {
     let dir = tempdir("run");
     let run_dir = dir.join("run");
     let cfg = dir.join("pipeline.toml");
-    let rtsp_port = shmcast_e2e::free_port();
+    let rtsp_port = shmcast_testkit::free_port();
     std::fs::write(
         &cfg,
         format!(
@@ -336,7 +336,7 @@ fn operations_scripts_pass_shellcheck() {
 /// a mode-0640 object), and the producer cleans a stale segment before it starts.
 #[test]
 fn systemd_units_separate_the_writer_from_the_readers() {
-    let dir = shmcast_e2e::repo_root().join("deploy/systemd");
+    let dir = shmcast_testkit::repo_root().join("deploy/systemd");
     let key = |unit: &str, k: &str| -> Option<String> {
         let text = std::fs::read_to_string(dir.join(unit)).unwrap_or_else(|e| panic!("{unit}: {e}"));
         text.lines().find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_string))

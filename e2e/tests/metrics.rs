@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use shmcast_e2e::{
+use shmcast_testkit::{
     Family, Guard, bin, family, free_port, parse_metrics, require_tool, scrape, unique_name, value, wait_for,
 };
 
@@ -194,7 +194,7 @@ fn inspect_watch_serves_metrics() {
     let mut g = Guard::new();
     producer(&mut g, &name, None);
     // inspect never waits: let the producer create its segment first.
-    wait_for(Duration::from_secs(10), || shmcast_e2e::segment_path(&name).exists().then_some(()))
+    wait_for(Duration::from_secs(10), || shmcast_testkit::segment_path(&name).exists().then_some(()))
         .expect("producer segment");
     let label = format!("inspect-{name}");
     g.spawn(&label, Command::new(bin("shmcast-inspect")).args(["--name", &name, "--watch", "--metrics", &addr]));
@@ -216,8 +216,8 @@ fn metrics_port_in_use_is_a_clear_error() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "must fail with the port taken: {}", shmcast_e2e::describe(&out));
+    assert!(!out.status.success(), "must fail with the port taken: {}", shmcast_testkit::describe(&out));
     assert!(err.contains(&format!("cannot serve metrics on {addr}")) && err.contains("in use"), "unclear error: {err}");
     assert!(!err.contains("panicked"), "{err}");
-    assert!(!shmcast_e2e::segment_path(&name).exists(), "a failed start must leave no segment");
+    assert!(!shmcast_testkit::segment_path(&name).exists(), "a failed start must leave no segment");
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use shm_proto::{CreateOptions, FrameMeta, PixelFormat, VideoFormat, Writer};
-use shmcast_e2e::{Guard, bin, free_port, segment_path, signal, unique_name, wait_for};
+use shmcast_testkit::{Guard, bin, free_port, segment_path, signal, unique_name, wait_for};
 
 /// The deadline the binaries promise.
 const PROMISE: Duration = Duration::from_secs(1);

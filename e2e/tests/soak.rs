@@ -7,7 +7,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use shmcast_e2e::{Guard, bin, bin_dir, require_tool, script, wait_for};
+use shmcast_testkit::{Guard, bin, bin_dir, require_tool, script, wait_for};
 
 #[test]
 fn soak_ci_variant_passes() {

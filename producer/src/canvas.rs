@@ -6,38 +6,14 @@
 //! and the stamp decodes from the G channel of RGB with step 3.
 #![forbid(unsafe_code)]
 
-use shm_proto::{PixelFormat, VideoFormat};
+use shm_proto::format::GrayMap;
 
-/// Where luma samples are and how many bytes one gray pixel writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LumaMap {
-    /// Bytes per row of plane 0.
-    pub stride: usize,
-    /// Bytes between horizontally adjacent pixels of plane 0.
-    pub step: usize,
-    /// Bytes written per gray pixel: 3 for RGB/BGR (R=G=B), else 1.
-    pub width: usize,
-}
-
-impl LumaMap {
-    /// The luma map of a raw format (plane 0 starts at offset 0 in every raw
-    /// format shm-proto builds). `None` for compressed formats.
-    pub fn of(fmt: &VideoFormat) -> Option<LumaMap> {
-        let stride = fmt.planes().first()?.stride as usize;
-        match fmt.pixel {
-            PixelFormat::Rgb24 | PixelFormat::Bgr24 => Some(LumaMap { stride, step: 3, width: 3 }),
-            PixelFormat::Yuyv => Some(LumaMap { stride, step: 2, width: 1 }),
-            PixelFormat::Gray8 | PixelFormat::Nv12 | PixelFormat::I420 => Some(LumaMap { stride, step: 1, width: 1 }),
-            PixelFormat::Mjpeg => None,
-        }
-    }
-}
-
-/// A frame being drawn: the slot bytes plus their luma map. All drawing
-/// clips to the frame, so callers need not.
+/// A frame being drawn: the slot bytes plus where its gray pixels are
+/// ([`shm_proto::format::LumaLayout::gray`]). All drawing clips to the frame,
+/// so callers need not.
 pub struct Canvas<'a> {
     buf: &'a mut [u8],
-    map: LumaMap,
+    map: GrayMap,
     w: u32,
     h: u32,
     noise: &'a [i8],
@@ -47,7 +23,7 @@ pub struct Canvas<'a> {
 impl<'a> Canvas<'a> {
     /// A canvas on `buf` (a whole raw frame). `noise` (may be empty) is added
     /// to pixels drawn with [`Canvas::put_noisy`], read at `noise_off` onwards.
-    pub fn new(buf: &'a mut [u8], map: LumaMap, w: u32, h: u32, noise: &'a [i8], noise_off: usize) -> Canvas<'a> {
+    pub fn new(buf: &'a mut [u8], map: GrayMap, w: u32, h: u32, noise: &'a [i8], noise_off: usize) -> Canvas<'a> {
         Canvas { buf, map, w, h, noise, noise_off }
     }
 
@@ -58,7 +34,7 @@ impl<'a> Canvas<'a> {
 
     #[inline]
     fn index(&self, x: u32, y: u32) -> Option<usize> {
-        (x < self.w && y < self.h).then(|| y as usize * self.map.stride + x as usize * self.map.step)
+        (x < self.w && y < self.h).then(|| self.map.offset + y as usize * self.map.stride + x as usize * self.map.step)
     }
 
     /// Sets pixel (x, y) to gray `v`.
@@ -105,8 +81,9 @@ impl<'a> Canvas<'a> {
             return;
         }
         for row in y..y1 {
-            let start = row as usize * self.map.stride + x as usize * self.map.step;
-            let end = row as usize * self.map.stride + (x1 - 1) as usize * self.map.step + self.map.width;
+            let row_start = self.map.offset + row as usize * self.map.stride;
+            let start = row_start + x as usize * self.map.step;
+            let end = row_start + (x1 - 1) as usize * self.map.step + self.map.width;
             let Some(bytes) = self.buf.get_mut(start..end) else { return };
             if self.map.step == self.map.width {
                 bytes.fill(v);
@@ -122,19 +99,20 @@ impl<'a> Canvas<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shm_proto::{PixelFormat, VideoFormat};
 
     #[test]
     fn gray_pixels_in_every_raw_format() {
         for pixel in PixelFormat::RAW {
             let fmt = VideoFormat::new(16, 8, pixel, 30, 1).unwrap();
-            let map = LumaMap::of(&fmt).unwrap();
+            let map = fmt.luma().unwrap().gray();
             let mut buf = vec![0u8; fmt.frame_size as usize];
             let mut c = Canvas::new(&mut buf, map, 16, 8, &[], 0);
             c.fill_rect(2, 1, 3, 2, 200);
             c.put(15, 7, 9);
             c.put(16, 7, 9); // clipped
             c.put_max(2, 1, 100);
-            let luma = |x: usize, y: usize| buf[y * map.stride + x * map.step];
+            let luma = |x: usize, y: usize| buf[map.index(x as u32, y as u32)];
             assert_eq!(luma(2, 1), 200, "{pixel}");
             assert_eq!(luma(4, 2), 200, "{pixel}");
             assert_eq!(luma(5, 2), 0, "{pixel}");

@@ -19,39 +19,18 @@ use gst::prelude::*;
 use gstreamer as gst;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
-use shm_proto::{CreateOptions, PixelFormat, VideoFormat};
+use shm_proto::VideoFormat;
 use shmcast_common::gst as slot;
 
+use crate::config::SourceConfig;
 use crate::output::{Output, check_name_free};
 
 /// Name of our appsink in the pipeline.
 const SINK: &str = "shmcast_sink";
 
-/// What the gst source needs.
-pub struct GstConfig<'a> {
-    /// Stream name.
-    pub name: &'a str,
-    /// The user's pipeline description.
-    pub pipeline: &'a str,
-    /// Requested size.
-    pub width: u32,
-    /// Requested size.
-    pub height: u32,
-    /// Requested pixel format.
-    pub pixel: PixelFormat,
-    /// `None`: the source's own rate; `Some(0)`: as fast as possible; `Some(n)`: n fps (videorate).
-    pub fps: Option<u32>,
-    /// Stop after this many frames.
-    pub frames: Option<u64>,
-    /// Restart at end of stream.
-    pub looping: bool,
-    /// Ring options.
-    pub create: &'a CreateOptions,
-}
-
 /// The full pipeline description: the user's part plus conversion to the
 /// requested caps and our appsink.
-pub fn describe(c: &GstConfig<'_>) -> String {
+pub fn describe(c: &SourceConfig, pipeline: &str) -> String {
     let (w, h) = (c.width, c.height);
     let rate = match c.fps {
         Some(n) if n > 0 => format!(" ! videorate ! video/x-raw,framerate={n}/1"),
@@ -65,7 +44,7 @@ pub fn describe(c: &GstConfig<'_>) -> String {
     let sync = !matches!(c.fps, Some(0));
     format!(
         "{}{rate} ! videoconvert ! videoscale ! {tail} ! appsink name={SINK} sync={sync} max-buffers=4 drop=false enable-last-sample=false",
-        c.pipeline.trim()
+        pipeline.trim()
     )
 }
 
@@ -99,15 +78,15 @@ fn bus_error(bus: &gst::Bus) -> Option<String> {
 }
 
 /// Runs the gst source until EOS (unless looping), `--frames`, or `stop`.
-pub fn run(c: &GstConfig<'_>, stop: &AtomicBool) -> anyhow::Result<()> {
+pub fn run(c: &SourceConfig, pipeline: &str, looping: bool, stop: &AtomicBool) -> anyhow::Result<()> {
     gst::init().context("cannot initialise GStreamer")?;
-    check_name_free(c.name, c.create)?;
-    let desc = describe(c);
-    let element = gst::parse::launch(&desc).map_err(|e| anyhow!("cannot parse pipeline {:?}: {e}", c.pipeline))?;
+    check_name_free(&c.name, &c.create)?;
+    let desc = describe(c, pipeline);
+    let element = gst::parse::launch(&desc).map_err(|e| anyhow!("cannot parse pipeline {pipeline:?}: {e}"))?;
     tracing::info!(pipeline = %desc, "starting GStreamer pipeline");
     let pipeline = element
         .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow!("pipeline {:?} did not parse into a pipeline", c.pipeline))?;
+        .map_err(|_| anyhow!("pipeline {pipeline:?} did not parse into a pipeline"))?;
     let pipeline = NullOnDrop(pipeline);
     let p = &pipeline.0;
     let sink = p
@@ -148,7 +127,7 @@ pub fn run(c: &GstConfig<'_>, stop: &AtomicBool) -> anyhow::Result<()> {
                 if let Some(msg) = bus_error(&bus) {
                     bail!("pipeline error: {msg}");
                 }
-                if !c.looping {
+                if !looping {
                     tracing::info!(frames = frame_id, "end of stream");
                     break;
                 }
@@ -171,7 +150,7 @@ pub fn run(c: &GstConfig<'_>, stop: &AtomicBool) -> anyhow::Result<()> {
         if out.is_none() {
             let (fmt, vinfo) = negotiated(c, caps)?;
             tracing::info!(caps = %caps, "negotiated");
-            out = Some(Output::create(c.name, fmt, c.create)?);
+            out = Some(Output::create(&c.name, fmt, &c.create)?);
             info = vinfo;
         }
         let Some(o) = out.as_mut() else { continue };
@@ -215,7 +194,7 @@ fn restart(p: &gst::Pipeline, try_seek: bool) -> anyhow::Result<()> {
 }
 
 /// The ring format for the negotiated caps, and the video info for raw caps.
-fn negotiated(c: &GstConfig<'_>, caps: &gst::CapsRef) -> anyhow::Result<(VideoFormat, Option<gst_video::VideoInfo>)> {
+fn negotiated(c: &SourceConfig, caps: &gst::CapsRef) -> anyhow::Result<(VideoFormat, Option<gst_video::VideoInfo>)> {
     let s = caps.structure(0).context("empty caps")?;
     let rate = s.get::<gst::Fraction>("framerate").ok();
     let (num, den) = match (c.fps, rate) {

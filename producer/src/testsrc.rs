@@ -7,12 +7,18 @@
 //! allocated per frame.
 #![forbid(unsafe_code)]
 
-use anyhow::{Context, bail};
-use shm_proto::VideoFormat;
-use shm_proto::stamp::{Stamp, StampLayout};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
-use crate::canvas::{Canvas, LumaMap};
+use anyhow::{Context, bail};
+use shm_proto::format::GrayMap;
+use shm_proto::stamp::{Stamp, StampLayout};
+use shm_proto::{CreateOptions, FrameMeta, Rect, VideoFormat};
+
+use crate::canvas::Canvas;
+use crate::config::SourceConfig;
 use crate::events::{Schedule, Truth};
+use crate::output::{Output, Pacer, TruthFile};
 use crate::rng::Rng;
 use crate::scene::{self, BAR_LUMA};
 
@@ -37,7 +43,7 @@ pub struct Settings {
 pub struct TestSrc {
     width: u32,
     height: u32,
-    map: LumaMap,
+    map: GrayMap,
     band_h: u32,
     stamp: Option<StampLayout>,
     block: u32,
@@ -58,7 +64,9 @@ pub struct TestSrc {
 impl TestSrc {
     /// Prepares the background, noise table and event schedule.
     pub fn new(fmt: &VideoFormat, s: &Settings) -> anyhow::Result<(TestSrc, Option<f64>)> {
-        let map = LumaMap::of(fmt)
+        let map = fmt
+            .luma()
+            .map(|l| l.gray())
             .with_context(|| format!("testsrc draws raw formats only; {} needs a v4l2: or gst: source", fmt.pixel))?;
         let (w, h) = (fmt.width, fmt.height);
         let band_h = scene::status_band(w, h).3;
@@ -137,10 +145,10 @@ impl TestSrc {
         }
         // Bounded so `Canvas::put_noisy` can add pixel offsets without overflow.
         let noise_off = (self.noise_rng.next_u64() >> 32) as usize;
-        let mut c = Canvas::new(buf, self.map, self.width, self.height, &self.gauss, noise_off);
         if let Some(layout) = &self.stamp {
-            layout.for_each_block(&Stamp::new(id, capture_ns), |x, y, w, h, v| c.fill_rect(x, y, w, h, v));
+            layout.draw_gray(&Stamp::new(id, capture_ns), buf, &self.map);
         }
+        let mut c = Canvas::new(buf, self.map, self.width, self.height, &self.gauss, noise_off);
         // The sweeping bar: one sweep of the width in about two seconds.
         let b = self.block;
         let bar_y = self.band_h.saturating_sub(3 * b / 4);
@@ -166,6 +174,57 @@ impl TestSrc {
     }
 }
 
+/// Runs the test pattern until `--frames` or `stop`, writing the ground truth
+/// of its events to `truth`.
+pub fn run(c: &SourceConfig, settings: &Settings, truth: Option<&Path>, stop: &AtomicBool) -> anyhow::Result<()> {
+    let fps = c.fps.unwrap_or(30);
+    let format = VideoFormat::new(c.width, c.height, c.pixel, fps, 1)?;
+    // The stream first: a name in use or a full /dev/shm fails before the
+    // (at large sizes, slow) background preparation.
+    // The status band changes every frame by design: record it in the header
+    // as the producer's overlay, so pixel-analysing consumers ignore it.
+    let (bx, by, bw, bh) = scene::status_band(format.width, format.height);
+    let create = CreateOptions { overlay: Some(Rect::new(bx, by, bw, bh)), ..c.create.clone() };
+    let mut out = Output::create(&c.name, format, &create)?;
+    let (mut src, capped) = TestSrc::new(&format, settings)?;
+    if let Some(rate) = capped {
+        tracing::warn!(
+            requested = settings.events,
+            delivered = format_args!("{rate:.1}"),
+            "--events asks for more events than fit without overlap; delivering about this many per 1000 frames"
+        );
+    }
+    debug_assert_eq!(src.band(), (bx, by, bw, bh));
+    tracing::info!(x = bx, y = by, w = bw, h = bh, "status band (recorded as the stream's overlay region)");
+    let mut truth = match truth {
+        Some(p) => Some(TruthFile::create(p)?),
+        None => None,
+    };
+    let mut pacer = Pacer::new(fps);
+    let size = format.frame_size;
+    let mut id = 0u64;
+    while c.frames.is_none_or(|n| id < n) {
+        if !pacer.wait(stop) {
+            break;
+        }
+        let capture = shm_proto::os::realtime_ns();
+        let mut ended = None;
+        out.publish(|slot| {
+            ended = src.render(slot, id, capture);
+            FrameMeta::new(id, capture, size)
+        });
+        if let (Some(t), Some(f)) = (ended, truth.as_mut()) {
+            f.write(&t)?;
+        }
+        id += 1;
+    }
+    if let (Some(t), Some(f)) = (src.unfinished(), truth.as_mut()) {
+        f.write(&t).context("at exit")?;
+    }
+    tracing::info!(frames = out.stats.frames(), "stopping");
+    Ok(())
+}
+
 /// `dst = clamp(src + noise)`, written so the compiler vectorises it.
 fn add_noise(dst: &mut [u8], src: &[u8], noise: &[i8]) {
     for ((d, &s), &n) in dst.iter_mut().zip(src).zip(noise) {
@@ -177,7 +236,6 @@ fn add_noise(dst: &mut [u8], src: &[u8], noise: &[i8]) {
 mod tests {
     use super::*;
     use shm_proto::PixelFormat;
-    use shm_proto::stamp::decode_luma;
 
     fn settings(events: f64, noise: f64) -> Settings {
         Settings { seed: 9, noise, events, fps: 30.0 }
@@ -191,8 +249,7 @@ mod tests {
             let mut buf = vec![0u8; fmt.frame_size as usize];
             for id in [0u64, 1, 77, 1_000_003] {
                 src.render(&mut buf, id, 1_700_000_000_000_000_000 + id);
-                let map = LumaMap::of(&fmt).unwrap();
-                let s = decode_luma(&buf, map.stride, map.step, 640, 360).expect("stamp");
+                let s = shm_proto::stamp::decode(&buf, &fmt).expect("stamp");
                 assert_eq!(u64::from(s.frame_id), id, "{pixel}");
             }
         }

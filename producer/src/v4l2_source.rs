@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use shm_proto::{CreateOptions, FLAG_KEYFRAME, FrameMeta, PixelFormat, VideoFormat};
+use shm_proto::{FLAG_KEYFRAME, FrameMeta, PixelFormat, VideoFormat};
 use v4l::buffer::{Flags, Type};
 use v4l::capability::Flags as CapFlags;
 use v4l::format::FourCC;
@@ -21,30 +21,11 @@ use v4l::io::traits::CaptureStream;
 use v4l::video::Capture;
 use v4l::{Device, Fraction};
 
+use crate::config::SourceConfig;
 use crate::output::{Output, check_name_free};
 
 /// Buffers queued in the driver.
 const BUFFERS: u32 = 4;
-
-/// What the V4L2 source needs.
-pub struct V4l2Config<'a> {
-    /// Stream name.
-    pub name: &'a str,
-    /// Device path.
-    pub device: &'a Path,
-    /// Requested size.
-    pub width: u32,
-    /// Requested size.
-    pub height: u32,
-    /// Requested format.
-    pub pixel: PixelFormat,
-    /// Requested rate (`None` or 0: the device's current rate).
-    pub fps: Option<u32>,
-    /// Stop after this many frames.
-    pub frames: Option<u64>,
-    /// Ring options.
-    pub create: &'a CreateOptions,
-}
 
 fn fourcc(p: PixelFormat) -> FourCC {
     FourCC::new(&p.fourcc().to_le_bytes())
@@ -101,10 +82,10 @@ fn offers(dev: &Device) -> String {
 }
 
 /// Runs V4L2 capture until `--frames` or `stop`.
-pub fn run(c: &V4l2Config<'_>, stop: &AtomicBool) -> anyhow::Result<()> {
-    let shown = c.device.display();
-    let dev = open(c.device)?;
-    check_name_free(c.name, c.create)?;
+pub fn run(c: &SourceConfig, device: &Path, stop: &AtomicBool) -> anyhow::Result<()> {
+    let shown = device.display();
+    let dev = open(device)?;
+    check_name_free(&c.name, &c.create)?;
     let mut fmt = dev.format().with_context(|| format!("cannot read the format of {shown}"))?;
     fmt.width = c.width;
     fmt.height = c.height;
@@ -152,7 +133,7 @@ pub fn run(c: &V4l2Config<'_>, stop: &AtomicBool) -> anyhow::Result<()> {
         }
     })?;
     stream.set_timeout(Duration::from_millis(200));
-    let mut out = Output::create(c.name, format, c.create)?;
+    let mut out = Output::create(&c.name, format, &c.create)?;
     tracing::info!(device = %shown, format = %format, bytesperline, "capturing");
     let mut frame_id = 0u64;
     loop {

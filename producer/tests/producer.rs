@@ -2,103 +2,24 @@
 //! `shm_proto::Reader` in the test process.
 #![forbid(unsafe_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
 
-use shm_proto::stamp::decode_luma;
+use shm_proto::stamp::{self, decode_luma};
 use shm_proto::{Next, PixelFormat, ProducerStatus, Reader, ReaderOptions, Start};
+use shmcast_testkit::{Proc, segment_path, unique_name};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shmcast-producer");
 
-/// A unique stream name for this test process.
-fn name(tag: &str) -> String {
-    format!("pt-{}-{tag}", std::process::id())
-}
-
-fn shm_path(name: &str) -> PathBuf {
-    shm_proto::segment::default_dir().join(format!("shmcast.{name}"))
-}
-
-/// Kills the producer and removes its segment even when a test fails.
-struct Producer {
-    child: Child,
-    name: String,
-    stderr: PathBuf,
-}
-
-impl Producer {
-    fn spawn(name: &str, args: &[&str]) -> Producer {
-        let stderr = std::env::temp_dir().join(format!("shmcast-{name}.stderr"));
-        let file = std::fs::File::create(&stderr).expect("create stderr file");
-        let child = Command::new(BIN)
-            .args(["--name", name])
-            .args(args)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
-        Producer { child, name: name.to_string(), stderr }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: &str) {
-        let st = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .expect("the `kill` command (procps) is needed to send signals");
-        assert!(st.success(), "kill -{sig} failed");
-    }
-
-    /// Waits for exit (bounded), returning the status.
-    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return st;
-            }
-            if Instant::now() > deadline {
-                panic!("producer did not exit within {limit:?}; stderr:\n{}", self.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Producer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(shm_path(&self.name));
-        for dir in shm_proto::os::hugetlbfs_mounts() {
-            let _ = std::fs::remove_file(dir.join(format!("shmcast.{}", self.name)));
-        }
-        let _ = std::fs::remove_file(&self.stderr);
-    }
+/// The producer on stream `name`, killed (and its segment removed) at drop.
+fn spawn(name: &str, args: &[&str]) -> Proc {
+    Proc::spawn("shmcast-producer", Command::new(BIN).args(["--name", name]).args(args)).segment(name)
 }
 
 /// Opens the stream as soon as it exists (bounded wait).
-fn open(p: &mut Producer, start: Start, limit: Duration) -> Reader {
-    let opts = ReaderOptions { start, ..Default::default() };
-    let deadline = Instant::now() + limit;
-    loop {
-        match Reader::open(&p.name, &opts) {
-            Ok(r) => return r,
-            Err(e) if e.is_transient() => {}
-            Err(e) => panic!("cannot open {}: {e}", p.name),
-        }
-        if let Some(st) = p.child.try_wait().expect("try_wait") {
-            panic!("producer exited ({st}) before its stream could be opened; stderr:\n{}", p.stderr());
-        }
-        if Instant::now() > deadline {
-            panic!("stream {} did not appear within {limit:?}; stderr:\n{}", p.name, p.stderr());
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+fn open(p: &mut Proc, name: &str, start: Start, limit: Duration) -> Reader {
+    p.open_stream(name, &ReaderOptions { start, ..Default::default() }, limit)
 }
 
 /// Runs the producer to completion, for error cases.
@@ -106,24 +27,14 @@ fn run(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"))
 }
 
-/// Where to read the stamp: (byte offset of the first luma sample, step).
-fn stamp_access(pixel: PixelFormat) -> (usize, usize) {
-    match pixel {
-        // R=G=B: decode the G channel.
-        PixelFormat::Rgb24 | PixelFormat::Bgr24 => (1, 3),
-        PixelFormat::Yuyv => (0, 2),
-        _ => (0, 1),
-    }
-}
-
 #[test]
 fn every_raw_format_reads_back_with_its_stamp() {
     let (w, h) = (640u32, 360u32);
     for pixel in PixelFormat::RAW {
-        let n = name(&format!("fmt-{pixel}"));
+        let n = unique_name(&format!("fmt-{pixel}"));
         let ws = w.to_string();
         let hs = h.to_string();
-        let mut p = Producer::spawn(
+        let mut p = spawn(
             &n,
             &[
                 "--format",
@@ -144,11 +55,9 @@ fn every_raw_format_reads_back_with_its_stamp() {
                 "30",
             ],
         );
-        let mut r = open(&mut p, Start::Oldest, Duration::from_secs(10));
+        let mut r = open(&mut p, &n, Start::Oldest, Duration::from_secs(10));
         let fmt = *r.format();
         assert_eq!((fmt.width, fmt.height, fmt.pixel), (w, h, pixel));
-        let (off, step) = stamp_access(pixel);
-        let stride = fmt.planes()[0].stride as usize;
         let mut seen = 0u64;
         let mut last_id = None;
         loop {
@@ -157,7 +66,7 @@ fn every_raw_format_reads_back_with_its_stamp() {
                     let meta = *f.meta();
                     assert_eq!(meta.len, fmt.frame_size, "{pixel}");
                     assert_eq!(f.len() as u64, fmt.frame_size, "{pixel}");
-                    let stamp = f.read(|data| decode_luma(&data[off..], stride, step, w, h));
+                    let stamp = f.read(|data| stamp::decode(data, &fmt));
                     let seq = f.seq();
                     let stamp = stamp.unwrap_or_else(|| panic!("{pixel}: overrun at 60 fps with 64 slots"));
                     let stamp =
@@ -177,16 +86,16 @@ fn every_raw_format_reads_back_with_its_stamp() {
         }
         assert_eq!(last_id, Some(39), "{pixel}");
         assert!(seen >= 30, "{pixel}: read only {seen} of 40 frames");
-        assert!(p.wait(Duration::from_secs(10)).success(), "{pixel}: {}", p.stderr());
-        assert!(!shm_path(&n).exists(), "{pixel}: segment left behind");
+        assert!(p.wait_exit(Duration::from_secs(10)).success(), "{pixel}: {}", p.stderr());
+        assert!(!segment_path(&n).exists(), "{pixel}: segment left behind");
     }
 }
 
 #[test]
 fn gst_videotestsrc_reads_back_count_format_and_size() {
     // i420 at 320x240: frame ids contiguous, every frame read.
-    let n = name("gst-i420");
-    let mut p = Producer::spawn(
+    let n = unique_name("gst-i420");
+    let mut p = spawn(
         &n,
         &[
             "--source",
@@ -203,7 +112,7 @@ fn gst_videotestsrc_reads_back_count_format_and_size() {
             "64",
         ],
     );
-    let mut r = open(&mut p, Start::Oldest, Duration::from_secs(20));
+    let mut r = open(&mut p, &n, Start::Oldest, Duration::from_secs(20));
     let fmt = *r.format();
     assert_eq!((fmt.width, fmt.height, fmt.pixel), (320, 240, PixelFormat::I420));
     assert_eq!(fmt.fps(), 30.0, "videotestsrc's own rate is carried in the header");
@@ -233,8 +142,8 @@ fn gst_videotestsrc_reads_back_count_format_and_size() {
         }
     }
     assert_eq!(ids, (0..30).collect::<Vec<u64>>(), "stderr:\n{}", p.stderr());
-    assert!(p.wait(Duration::from_secs(10)).success(), "{}", p.stderr());
-    assert!(!shm_path(&n).exists());
+    assert!(p.wait_exit(Duration::from_secs(10)).success(), "{}", p.stderr());
+    assert!(!segment_path(&n).exists());
 }
 
 #[test]
@@ -242,8 +151,8 @@ fn gst_honours_strides_for_widths_gstreamer_pads() {
     // gray8 at width 322: GStreamer pads rows to 324 bytes; the ring's rows are
     // 322. The SMPTE bars are constant down each column in the top half, so a
     // row copied with the wrong stride would be shifted against row 0.
-    let n = name("gst-stride");
-    let mut p = Producer::spawn(
+    let n = unique_name("gst-stride");
+    let mut p = spawn(
         &n,
         &[
             "--source",
@@ -260,14 +169,14 @@ fn gst_honours_strides_for_widths_gstreamer_pads() {
             "8",
         ],
     );
-    let mut r = open(&mut p, Start::Oldest, Duration::from_secs(20));
+    let mut r = open(&mut p, &n, Start::Oldest, Duration::from_secs(20));
     let Next::Frame(f) = r.next(Duration::from_secs(10)) else { panic!("no frame; stderr:\n{}", p.stderr()) };
     let data = f.to_vec().expect("intact frame");
     let row = |y: usize| &data[y * 322..(y + 1) * 322];
     for y in [1, 10, 50, 100] {
         assert_eq!(row(y), row(0), "row {y} differs from row 0: stride not honoured");
     }
-    assert!(p.wait(Duration::from_secs(10)).success(), "{}", p.stderr());
+    assert!(p.wait_exit(Duration::from_secs(10)).success(), "{}", p.stderr());
 }
 
 #[test]
@@ -276,8 +185,8 @@ fn gst_every_raw_format_with_padded_strides() {
     // chroma to 84; the ring's rows are tight. SMPTE bars are constant down each
     // column in the top half, so every plane's rows there must be identical.
     for pixel in PixelFormat::RAW {
-        let n = name(&format!("gst-{pixel}"));
-        let mut p = Producer::spawn(
+        let n = unique_name(&format!("gst-{pixel}"));
+        let mut p = spawn(
             &n,
             &[
                 "--source",
@@ -294,7 +203,7 @@ fn gst_every_raw_format_with_padded_strides() {
                 "4",
             ],
         );
-        let mut r = open(&mut p, Start::Oldest, Duration::from_secs(20));
+        let mut r = open(&mut p, &n, Start::Oldest, Duration::from_secs(20));
         let fmt = *r.format();
         assert_eq!((fmt.width, fmt.height, fmt.pixel), (162, 120, pixel));
         let Next::Frame(f) = r.next(Duration::from_secs(10)) else { panic!("{pixel}: no frame; {}", p.stderr()) };
@@ -311,14 +220,14 @@ fn gst_every_raw_format_with_padded_strides() {
             let distinct = row(0).windows(2).filter(|w| w[0] != w[1]).count();
             assert!(distinct >= 3, "{pixel}: plane {i} shows no bars");
         }
-        assert!(p.wait(Duration::from_secs(10)).success(), "{pixel}: {}", p.stderr());
+        assert!(p.wait_exit(Duration::from_secs(10)).success(), "{pixel}: {}", p.stderr());
     }
 }
 
 #[test]
 fn gst_mjpeg_is_carried_as_variable_size_frames() {
-    let n = name("gst-mjpeg");
-    let mut p = Producer::spawn(
+    let n = unique_name("gst-mjpeg");
+    let mut p = spawn(
         &n,
         &[
             "--source",
@@ -335,7 +244,7 @@ fn gst_mjpeg_is_carried_as_variable_size_frames() {
             "16",
         ],
     );
-    let mut r = open(&mut p, Start::Oldest, Duration::from_secs(20));
+    let mut r = open(&mut p, &n, Start::Oldest, Duration::from_secs(20));
     assert_eq!(r.format().pixel, PixelFormat::Mjpeg);
     let max = r.format().frame_size;
     let mut n_frames = 0;
@@ -348,26 +257,26 @@ fn gst_mjpeg_is_carried_as_variable_size_frames() {
         n_frames += 1;
     }
     assert_eq!(n_frames, 10, "stderr:\n{}", p.stderr());
-    assert!(p.wait(Duration::from_secs(10)).success(), "{}", p.stderr());
+    assert!(p.wait_exit(Duration::from_secs(10)).success(), "{}", p.stderr());
 }
 
 #[test]
 fn gst_end_of_stream_exits_cleanly_and_loop_restarts() {
     // num-buffers=5 ends the stream: exit 0 after 5 frames.
-    let n = name("gst-eos");
-    let mut p = Producer::spawn(
+    let n = unique_name("gst-eos");
+    let mut p = spawn(
         &n,
         &["--source", "gst:videotestsrc num-buffers=5", "--format", "gray8", "--width", "160", "--height", "120"],
     );
-    let st = p.wait(Duration::from_secs(20));
+    let st = p.wait_exit(Duration::from_secs(20));
     assert!(st.success(), "EOS must exit 0: {st}; stderr:\n{}", p.stderr());
     assert!(p.stderr().contains("end of stream"), "{}", p.stderr());
-    assert!(!shm_path(&n).exists());
+    assert!(!segment_path(&n).exists());
     drop(p);
 
     // With --loop the same source keeps going past its 5 buffers.
-    let n = name("gst-loop");
-    let mut p = Producer::spawn(
+    let n = unique_name("gst-loop");
+    let mut p = spawn(
         &n,
         &[
             "--source",
@@ -385,7 +294,7 @@ fn gst_end_of_stream_exits_cleanly_and_loop_restarts() {
             "0",
         ],
     );
-    let st = p.wait(Duration::from_secs(30));
+    let st = p.wait_exit(Duration::from_secs(30));
     assert!(st.success(), "{st}; stderr:\n{}", p.stderr());
     assert!(p.stderr().contains("looping"), "{}", p.stderr());
     assert!(p.stderr().contains("frames=12"), "{}", p.stderr());
@@ -393,9 +302,9 @@ fn gst_end_of_stream_exits_cleanly_and_loop_restarts() {
 
 #[test]
 fn paces_at_30_fps_logs_stats_and_stops_on_sigterm() {
-    let n = name("pace");
+    let n = unique_name("pace");
     let truth = std::env::temp_dir().join(format!("{n}.truth.jsonl"));
-    let mut p = Producer::spawn(
+    let mut p = spawn(
         &n,
         &[
             "--format",
@@ -412,8 +321,7 @@ fn paces_at_30_fps_logs_stats_and_stops_on_sigterm() {
             truth.to_str().unwrap(),
         ],
     );
-    let started = Instant::now();
-    let mut r = open(&mut p, Start::Next, Duration::from_secs(10));
+    let mut r = open(&mut p, &n, Start::Next, Duration::from_secs(10));
     // Skip start-up, then count frames over 3 s of their publish times.
     let (mut first, mut last, mut count) = (None, 0u64, 0u64);
     let window = 3_000_000_000u64;
@@ -434,14 +342,12 @@ fn paces_at_30_fps_logs_stats_and_stops_on_sigterm() {
     let secs = (last - first.expect("frames")) as f64 / 1e9;
     let rate = (count - 1) as f64 / secs;
     assert!((27.0..=33.0).contains(&rate), "rate {rate:.2} fps over {secs:.2} s ({count} frames)");
-    // Wait past the first 5-second stats line.
-    while started.elapsed() < Duration::from_millis(5600) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // The first stats line comes after 5 s.
+    p.wait_for_line("stats", Duration::from_secs(30));
     p.signal("TERM");
-    let st = p.wait(Duration::from_secs(10));
+    let st = p.wait_exit(Duration::from_secs(10));
     assert!(st.success(), "SIGTERM must exit 0, got {st}; stderr:\n{}", p.stderr());
-    assert!(!shm_path(&n).exists(), "segment left in /dev/shm after SIGTERM");
+    assert!(!segment_path(&n).exists(), "segment left in /dev/shm after SIGTERM");
     match r.next(Duration::from_secs(2)) {
         Next::Gone(s) => assert_eq!(s, ProducerStatus::Closed),
         Next::Frame(_) | Next::Timeout => {
@@ -488,7 +394,7 @@ fn truth_without_times(path: &Path) -> Vec<serde_json::Value> {
 #[test]
 fn truth_is_well_formed_and_deterministic_for_a_seed() {
     let run_once = |tag: &str, seed: &str, format: &str| {
-        let n = name(tag);
+        let n = unique_name(tag);
         let truth = std::env::temp_dir().join(format!("{n}.jsonl"));
         let out = run(&[
             "--name",
@@ -513,7 +419,7 @@ fn truth_is_well_formed_and_deterministic_for_a_seed() {
             truth.to_str().unwrap(),
         ]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert!(!shm_path(&n).exists());
+        assert!(!segment_path(&n).exists());
         let v = truth_without_times(&truth);
         let _ = std::fs::remove_file(&truth);
         v
@@ -556,12 +462,12 @@ fn assert_fails(args: &[&str], code: i32, needle: &str, n: &str) {
         let last = err.lines().last().unwrap_or_default();
         assert!(last.starts_with("shmcast-producer: error: "), "{args:?}: last line {last:?}");
     }
-    assert!(!shm_path(n).exists(), "{args:?} left {} behind", shm_path(n).display());
+    assert!(!segment_path(n).exists(), "{args:?} left {} behind", segment_path(n).display());
 }
 
 #[test]
 fn errors_give_one_line_a_nonzero_exit_and_leave_nothing() {
-    let n = name("err");
+    let n = unique_name("err");
     let cases: &[(&[&str], i32, &str)] = &[
         (&["--source", "foo"], 1, "unknown source"),
         (&["--source", "gst:this_is_not_an_element"], 1, "no element"),
@@ -590,13 +496,11 @@ fn errors_give_one_line_a_nonzero_exit_and_leave_nothing() {
 
 #[test]
 fn a_name_in_use_is_refused_and_the_owner_keeps_running() {
-    let n = name("inuse");
-    let mut owner = Producer::spawn(
-        &n,
-        &["--format", "gray8", "--width", "160", "--height", "120", "--fps", "50", "--mode", "0604"],
-    );
-    let mut r = open(&mut owner, Start::Next, Duration::from_secs(10));
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(shm_path(&n)).unwrap().permissions());
+    let n = unique_name("inuse");
+    let mut owner =
+        spawn(&n, &["--format", "gray8", "--width", "160", "--height", "120", "--fps", "50", "--mode", "0604"]);
+    let mut r = open(&mut owner, &n, Start::Next, Duration::from_secs(10));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(segment_path(&n)).unwrap().permissions());
     assert_eq!(mode & 0o7777, 0o604, "--mode not applied");
     assert!(matches!(r.next(Duration::from_secs(5)), Next::Frame(_)));
     for source in ["testsrc", "gst:videotestsrc"] {
@@ -610,10 +514,10 @@ fn a_name_in_use_is_refused_and_the_owner_keeps_running() {
     std::thread::sleep(Duration::from_millis(200));
     assert!(r.head() > head, "the owner stopped producing");
     assert_eq!(r.epoch(), epoch);
-    assert!(shm_path(&n).exists());
+    assert!(segment_path(&n).exists());
     owner.signal("INT");
-    assert!(owner.wait(Duration::from_secs(10)).success(), "SIGINT must exit 0: {}", owner.stderr());
-    assert!(!shm_path(&n).exists());
+    assert!(owner.wait_exit(Duration::from_secs(10)).success(), "SIGINT must exit 0: {}", owner.stderr());
+    assert!(!segment_path(&n).exists());
 }
 
 #[test]
@@ -626,8 +530,8 @@ fn hugepages_and_mlock_with_reserved_pages() {
          run as root `source scripts/hugepages.sh && hugepages_reserve 160` before this test \
          (scripts/test.sh does) and `hugepages_release` after"
     );
-    let n = name("huge");
-    let mut p = Producer::spawn(
+    let n = unique_name("huge");
+    let mut p = spawn(
         &n,
         &[
             "--format",
@@ -644,7 +548,7 @@ fn hugepages_and_mlock_with_reserved_pages() {
             "--mlock",
         ],
     );
-    let mut r = open(&mut p, Start::Next, Duration::from_secs(10));
+    let mut r = open(&mut p, &n, Start::Next, Duration::from_secs(10));
     let info = r.info();
     assert!(info.hugepages, "header does not say huge pages");
     assert!(
@@ -652,7 +556,7 @@ fn hugepages_and_mlock_with_reserved_pages() {
         "segment {} is not on hugetlbfs {mounts:?}",
         info.path.display()
     );
-    assert!(!shm_path(&n).exists(), "a huge-page segment must not be in /dev/shm");
+    assert!(!segment_path(&n).exists(), "a huge-page segment must not be in /dev/shm");
     let mut got = 0;
     while got < 10 {
         match r.next(Duration::from_secs(5)) {
@@ -675,7 +579,7 @@ fn hugepages_and_mlock_with_reserved_pages() {
     assert!(p.stderr().contains("mlock=true"), "{}", p.stderr());
     let path = info.path.clone();
     p.signal("TERM");
-    assert!(p.wait(Duration::from_secs(10)).success(), "{}", p.stderr());
+    assert!(p.wait_exit(Duration::from_secs(10)).success(), "{}", p.stderr());
     assert!(!path.exists(), "huge-page segment left behind");
     eprintln!("huge-page stream ok: {} ({locked_kb} KiB locked as reported by VmLck)", path.display());
 }

@@ -37,7 +37,7 @@ fn catalog_matches_decoded_stamps_and_frames_come_from_ring_then_disk() {
     let dir = temp_dir(&mut g, "cat");
     // 128 slots: about 4 s of frames stay in the ring.
     producer(&mut g, "cat-prod", &name, (640, 360), "i420", 128);
-    let addr = format!("127.0.0.1:{}", shmcast_e2e::free_port());
+    let addr = format!("127.0.0.1:{}", shmcast_testkit::free_port());
     recorder(&mut g, "cat-rec", &name, &dir, &["--segment-seconds", "2", "--metrics", &addr]);
     // 20 s in closed segments.
     let v = wait_for(LONG, || {
@@ -321,7 +321,7 @@ fn retention_deletes_oldest_segments_first_and_the_catalog_agrees() {
     let name = unique_name("rec-ret");
     let dir = temp_dir(&mut g, "ret");
     producer(&mut g, "ret-prod", &name, (640, 360), "i420", 16);
-    let addr = format!("127.0.0.1:{}", shmcast_e2e::free_port());
+    let addr = format!("127.0.0.1:{}", shmcast_testkit::free_port());
     // 0.0004 GB = 400 kB: a handful of one-second segments at 800 kbit/s.
     recorder(
         &mut g,
@@ -429,7 +429,7 @@ fn a_full_disk_frees_the_oldest_segments_and_recording_goes_on() {
     let mut g = Guard::new();
     let name = unique_name("rec-full");
     producer(&mut g, "full-prod", &name, (1280, 720), "i420", 16);
-    let addr = format!("127.0.0.1:{}", shmcast_e2e::free_port());
+    let addr = format!("127.0.0.1:{}", shmcast_testkit::free_port());
     let rec =
         recorder(&mut g, "full-rec", &name, &mnt, &["--segment-seconds", "1", "--bitrate", "8000", "--metrics", &addr]);
     wait_for(LONG, || g.log("full-rec").contains("disk full").then_some(()))
@@ -658,7 +658,7 @@ fn an_mqtt_event_gets_its_clip() {
     let mut g = Guard::new();
     let name = unique_name("rec-mqtt");
     let dir = temp_dir(&mut g, "mqtt");
-    let port = shmcast_e2e::free_port();
+    let port = shmcast_testkit::free_port();
     g.spawn("mqtt-broker", Command::new("mosquitto").args(["-p", &port.to_string()]));
     wait_for(LONG, || std::net::TcpStream::connect(("127.0.0.1", port)).ok())
         .unwrap_or_else(|| panic!("mosquitto did not listen:\n{}", g.log("mqtt-broker")));

@@ -12,4 +12,3 @@ pub mod config;
 pub mod feeder;
 pub mod pipeline;
 pub mod server;
-pub mod testsrc;

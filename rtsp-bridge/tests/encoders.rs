@@ -146,7 +146,8 @@ fn auto_picks_openh264_when_x264_is_missing_and_serves() {
     let reg = Registry::with("auto-openh264", &[BASE_PLUGINS, &[OPENH264_PLUGIN]].concat());
     let name = unique("enc-auto");
     let _p = producer(&name, 320, 240, "i420");
-    let mut b = Proc::spawn(&mut reg.bridge(&["--name", &name, "--listen", "127.0.0.1:0", "--mount", "/test"]));
+    let mut b =
+        Proc::spawn("shmcast-rtsp", &mut reg.bridge(&["--name", &name, "--listen", "127.0.0.1:0", "--mount", "/test"]));
     let listening = b.wait_for_line("listening", Duration::from_secs(30));
     assert!(listening.contains("encoder=\"openh264enc\"") || listening.contains("encoder=openh264enc"), "{listening}");
     let url = url_in(&b.wait_for_line("serving", Duration::from_secs(30)));

@@ -165,12 +165,10 @@ fn command_line_errors_are_one_line() {
 #[test]
 fn waits_for_a_late_producer_and_stops_cleanly() {
     let name = unique("late");
-    let mut b = Proc::spawn(Command::new(env!("CARGO_BIN_EXE_shmcast-rtsp")).args([
-        "--name",
-        &name,
-        "--listen",
-        "127.0.0.1:0",
-    ]));
+    let mut b = Proc::spawn(
+        "shmcast-rtsp",
+        Command::new(env!("CARGO_BIN_EXE_shmcast-rtsp")).args(["--name", &name, "--listen", "127.0.0.1:0"]),
+    );
     b.wait_for_line("waiting for the producer", Duration::from_secs(20));
     let _p = producer(&name, 320, 240, "yuyv");
     let url = url_in(&b.wait_for_line("serving", Duration::from_secs(20)));

@@ -2,6 +2,8 @@
 //! one-way cross-process futex channel (one timestamp word and one futex word
 //! in a shared page, both sides read-write). It shows what the ring's
 //! publish → wake-up path costs on top of the bare kernel mechanism.
+//!
+//! A benchmark hook, hidden from the documentation: not part of the ring's API.
 #![forbid(unsafe_code)]
 
 use std::fs::OpenOptions;
@@ -43,11 +45,19 @@ impl FutexChannel {
     }
 
     /// Creates the channel `name` (removed again on drop).
+    ///
+    /// # Errors
+    /// The I/O error of creating (it exists already: `AlreadyExists`),
+    /// sizing or mapping its file.
     pub fn create(name: &str) -> io::Result<FutexChannel> {
         Self::map(name, true)
     }
 
     /// Opens a channel created by another process.
+    ///
+    /// # Errors
+    /// The I/O error of opening or mapping its file (`NotFound` before the
+    /// other process created it).
     pub fn open(name: &str) -> io::Result<FutexChannel> {
         Self::map(name, false)
     }

@@ -61,6 +61,9 @@ pub struct Follower {
 
 impl Follower {
     /// Follows `name`; nothing is opened until [`Follower::poll`].
+    ///
+    /// # Errors
+    /// [`NameError`] when `name` is not a valid stream name.
     pub fn new(name: &str, opts: ReaderOptions) -> Result<Follower, NameError> {
         Ok(Follower {
             name: StreamName::new(name)?,
@@ -144,6 +147,14 @@ impl Follower {
     /// Waits up to `timeout` for something to happen. Errors are segments that
     /// cannot be used (permission, foreign or corrupt object); the follower
     /// stays usable and the caller may keep polling.
+    ///
+    /// # Errors
+    /// The [`OpenError`] of a segment that exists but cannot be used: not
+    /// permitted, foreign, corrupt, or an I/O failure. A missing or not yet
+    /// published segment is no error: the follower keeps waiting.
+    ///
+    /// # Panics
+    /// Never: the reader it waits on was attached just before.
     pub fn poll(&mut self, timeout: Duration) -> Result<Event<'_>, OpenError> {
         let deadline = Instant::now() + timeout;
         if self.reader.is_none() || self.detached {

@@ -234,6 +234,11 @@ impl VideoFormat {
     /// assert_eq!(f.frame_size, 1280 * 720 * 3 / 2);
     /// assert_eq!(f.planes[1].offset, 1280 * 720);
     /// ```
+    ///
+    /// # Errors
+    /// [`FormatError::BadSize`] for a width or height of 0 or above 16384,
+    /// [`FormatError::BadRate`] for `fps_den == 0`, [`FormatError::OddSize`]
+    /// for an odd width of a subsampled format (or odd height of 4:2:0).
     pub fn new(
         width: u32,
         height: u32,
@@ -300,6 +305,10 @@ impl VideoFormat {
     }
 
     /// Sets the maximum payload of a compressed format.
+    ///
+    /// # Errors
+    /// [`FormatError::NotCompressed`] for a raw format (its frame size is
+    /// fixed), [`FormatError::BadPayload`] for 0 or more than the largest frame.
     pub fn with_max_payload(mut self, bytes: u64) -> Result<VideoFormat, FormatError> {
         if !self.pixel.is_compressed() {
             return Err(FormatError::NotCompressed(self.pixel));
@@ -348,7 +357,7 @@ impl fmt::Display for VideoFormat {
     }
 }
 
-/// How to find luma in a raw frame.
+/// How to find luma in a raw frame ([`VideoFormat::luma`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LumaLayout {
     /// Luma bytes at `offset + y * stride + x * step`.
@@ -371,9 +380,66 @@ pub enum LumaLayout {
     },
 }
 
+/// Where the gray pixels of a raw frame are, for drawing and reading gray
+/// (R = G = B in packed RGB, Y in YUV formats): pixel `(x, y)` covers `width`
+/// bytes from `offset + y * stride + x * step`. One byte of it (the Y sample,
+/// or G of RGB) reads its gray level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrayMap {
+    /// Offset of pixel (0, 0).
+    pub offset: usize,
+    /// Bytes per row.
+    pub stride: usize,
+    /// Bytes between horizontally adjacent pixels.
+    pub step: usize,
+    /// Bytes one gray pixel writes: 3 for RGB/BGR (all channels), else 1.
+    pub width: usize,
+}
+
+impl GrayMap {
+    /// Offset of the byte that reads pixel `(x, y)`'s gray level.
+    #[inline]
+    pub fn index(&self, x: u32, y: u32) -> usize {
+        // RGB: the G channel (the middle byte of R=G=B).
+        self.offset + y as usize * self.stride + x as usize * self.step + self.width / 2
+    }
+}
+
+impl LumaLayout {
+    /// The gray map of this layout.
+    pub fn gray(&self) -> GrayMap {
+        match *self {
+            LumaLayout::Plane { offset, stride, step } => {
+                GrayMap { offset: offset as usize, stride: stride as usize, step: step as usize, width: 1 }
+            }
+            LumaLayout::Rgb { offset, stride, .. } => {
+                GrayMap { offset: offset as usize, stride: stride as usize, step: 3, width: 3 }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gray_maps_of_every_raw_format() {
+        for pixel in PixelFormat::RAW {
+            let f = VideoFormat::new(8, 4, pixel, 30, 1).unwrap();
+            let g = f.luma().unwrap().gray();
+            assert_eq!(g.offset, 0, "{pixel}");
+            assert_eq!(g.stride as u32, f.planes()[0].stride, "{pixel}");
+            let (step, width, g_at) = match pixel {
+                PixelFormat::Rgb24 | PixelFormat::Bgr24 => (3, 3, 1),
+                PixelFormat::Yuyv => (2, 1, 0),
+                _ => (1, 1, 0),
+            };
+            assert_eq!((g.step, g.width, g.index(0, 0)), (step, width, g_at), "{pixel}");
+            assert_eq!(g.index(2, 1), g.stride + 2 * step + g_at, "{pixel}");
+        }
+        assert!(VideoFormat::new(8, 4, PixelFormat::Mjpeg, 30, 1).unwrap().luma().is_none());
+    }
 
     #[test]
     fn sizes_of_every_raw_format() {

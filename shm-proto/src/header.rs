@@ -70,6 +70,9 @@ macro_rules! fields {
 impl HeaderFields {
     /// Reads the fields from native-endian bytes laid out as `#[repr(C)]`.
     /// `None` if `bytes` is shorter than [`HEADER_FIELDS_SIZE`].
+    ///
+    /// # Panics
+    /// Never: every field read lies inside the length checked first.
     pub fn from_bytes(bytes: &[u8]) -> Option<HeaderFields> {
         if bytes.len() < HEADER_FIELDS_SIZE {
             return None;
@@ -178,6 +181,10 @@ pub fn encode(
 /// use shm_proto::error::HeaderError;
 /// assert_eq!(decode_bytes(&[0u8; 16], 16), Err(HeaderError::TooSmall { size: 16, needed: 8192 }));
 /// ```
+///
+/// # Errors
+/// [`HeaderError::TooSmall`] for an object smaller than two pages or bytes
+/// shorter than the header; otherwise as [`decode`].
 pub fn decode_bytes(bytes: &[u8], actual_size: u64) -> Result<Decoded, HeaderError> {
     if actual_size < PAGE * 2 {
         return Err(HeaderError::TooSmall { size: actual_size, needed: PAGE * 2 });
@@ -188,6 +195,12 @@ pub fn decode_bytes(bytes: &[u8], actual_size: u64) -> Result<Decoded, HeaderErr
 }
 
 /// Validates decoded header fields against the object's real size.
+///
+/// # Errors
+/// [`HeaderError::NotReady`] while the magic is not yet published, and the
+/// [`HeaderError`] naming the first field that is foreign (magic, version),
+/// inconsistent (format, planes, rate) or does not fit `actual_size` (slots,
+/// strides, offsets). No field is trusted before it is checked.
 pub fn decode(h: &HeaderFields, actual_size: u64) -> Result<Decoded, HeaderError> {
     if actual_size < PAGE * 2 {
         return Err(HeaderError::TooSmall { size: actual_size, needed: PAGE * 2 });
@@ -292,7 +305,12 @@ pub fn decode(h: &HeaderFields, actual_size: u64) -> Result<Decoded, HeaderError
 
 /// The header-validation fuzz body: decoding arbitrary bytes never panics, and
 /// anything accepted has all offsets inside the object. Run by the property
-/// test over random input and by the seed-corpus test.
+/// test over random input and by the seed-corpus test. A test hook, not API.
+///
+/// # Panics
+/// When a decoded header would place anything outside the object (the bug
+/// the fuzzing looks for).
+#[doc(hidden)]
 pub fn fuzz_decode(bytes: &[u8], actual_size: u64) {
     if let Ok(d) = decode_bytes(bytes, actual_size) {
         let g = d.geometry;

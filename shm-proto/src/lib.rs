@@ -36,6 +36,7 @@ pub mod stamp;
 pub mod sync;
 
 #[cfg(not(loom))]
+#[doc(hidden)]
 pub mod baseline;
 #[cfg(not(loom))]
 pub mod follower;

@@ -21,6 +21,10 @@ impl StreamName {
     /// assert!(StreamName::new("a/b").is_err());
     /// assert!(StreamName::new(&"x".repeat(200)).is_err());
     /// ```
+    ///
+    /// # Errors
+    /// [`NameError::Empty`], [`NameError::TooLong`] (over 64 characters) or
+    /// [`NameError::BadChar`] (anything but `A-Z a-z 0-9 _ . -`).
     pub fn new(name: &str) -> Result<StreamName, NameError> {
         if name.is_empty() {
             return Err(NameError::Empty);

@@ -41,6 +41,9 @@ pub fn pid_alive(pid: u32) -> bool {
 }
 
 /// Bytes available to an unprivileged writer in the filesystem holding `dir`.
+///
+/// # Errors
+/// `InvalidInput` for a path with a NUL byte, else the error of `statvfs(2)`.
 pub fn free_bytes(dir: &Path) -> io::Result<u64> {
     let c =
         CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -56,6 +59,10 @@ pub fn free_bytes(dir: &Path) -> io::Result<u64> {
 
 /// Reserves `len` bytes of backing store for `file` (tmpfs/hugetlbfs pages),
 /// so that touching them later can never raise SIGBUS.
+///
+/// # Errors
+/// `InvalidInput` for a length above `off_t`, else the error of
+/// `posix_fallocate(3)` (`ENOSPC` when the filesystem is full).
 pub fn fallocate(file: &std::fs::File, len: u64) -> io::Result<()> {
     let len = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: the fd is open and owned by `file` for the duration of the call.
@@ -115,6 +122,12 @@ pub fn random_u64() -> u64 {
 }
 
 /// Pins the calling thread (and the threads it starts later) to `cpus`.
+/// A benchmark hook, not part of the ring's API.
+///
+/// # Errors
+/// `InvalidInput` for a CPU number of `CPU_SETSIZE` or more, else the error
+/// of `sched_setaffinity(2)` (`EINVAL` when no CPU of the set is usable).
+#[doc(hidden)]
 pub fn pin_to_cpus(cpus: &[usize]) -> io::Result<()> {
     // SAFETY: an all-zero cpu_set_t is the empty set, a valid value.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -134,7 +147,8 @@ pub fn pin_to_cpus(cpus: &[usize]) -> io::Result<()> {
 /// thing in `main`, before threads start: long-running processes whose
 /// threads come and go (one GStreamer pipeline per RTSP client) otherwise
 /// keep a per-thread arena each and their RSS creeps up. Returns false if
-/// glibc refused.
+/// glibc refused. A process-tuning hook, not part of the ring's API.
+#[doc(hidden)]
 pub fn limit_malloc_arenas(n: i32) -> bool {
     // SAFETY: mallopt only changes allocator tuning; M_ARENA_MAX takes any
     // positive count and is safe to set at any time.
@@ -144,6 +158,10 @@ pub fn limit_malloc_arenas(n: i32) -> bool {
 /// Opens (creating if needed, mode 0644) a lock file read-only. A lock file
 /// another user created in a sticky directory (`/dev/shm`) may refuse
 /// `O_CREAT` under `fs.protected_regular`; then it is opened as it is.
+///
+/// # Errors
+/// `InvalidInput` for a path with a NUL byte, else the error of `open(2)`
+/// (e.g. `ELOOP` for a symbolic link, which is never followed).
 pub fn open_lock_file(path: &Path) -> io::Result<std::fs::File> {
     use std::os::fd::FromRawFd;
     use std::os::unix::fs::OpenOptionsExt;
@@ -171,6 +189,9 @@ pub fn open_lock_file(path: &Path) -> io::Result<std::fs::File> {
 /// Takes an exclusive `flock` on `file` without waiting: `Ok(false)` when
 /// another open file description holds it. Released when the file is closed
 /// (also when its process dies, however it dies).
+///
+/// # Errors
+/// The error of `flock(2)` other than `EWOULDBLOCK` (retried on `EINTR`).
 pub fn try_lock_exclusive(file: &std::fs::File) -> io::Result<bool> {
     loop {
         // SAFETY: the fd is open and owned by `file` for the duration of the call.

@@ -144,6 +144,8 @@ pub struct SegmentInfo {
     pub tail: u64,
     /// On huge pages.
     pub hugepages: bool,
+    /// The producer's overlay region ([`Reader::overlay`]).
+    pub overlay: Option<Rect>,
 }
 
 /// A read-only view of a stream.
@@ -183,6 +185,14 @@ impl Mapped {
 impl Reader {
     /// Opens the stream `name` read-only. Never waits: a missing producer is
     /// [`OpenError::NotFound`] (see [`crate::Follower`] to wait and follow restarts).
+    ///
+    /// # Errors
+    /// [`OpenError::Name`] for an invalid name, [`OpenError::NotFound`] when no
+    /// producer has created it, [`OpenError::PermissionDenied`] when this user
+    /// may not map it, [`OpenError::Invalid`] for a segment that is not ready,
+    /// foreign, of another layout version or corrupt (the header is validated
+    /// before anything in it is used), [`OpenError::Io`] otherwise.
+    /// [`OpenError::is_transient`] tells which are worth retrying.
     pub fn open(name: &str, opts: &ReaderOptions) -> Result<Reader, OpenError> {
         let name = StreamName::new(name)?;
         let mapped = segment::open_readonly(&name, opts.dir.as_deref())?;
@@ -272,6 +282,7 @@ impl Reader {
             head: self.head(),
             tail: seq::load_tail(&self.mapped.region.control().tail),
             hugepages: self.mapped.decoded.hugepages,
+            overlay: self.overlay(),
         }
     }
 
@@ -438,6 +449,10 @@ impl<'a> Frame<'a> {
     /// [`Overrun`] (counted) if the producer overwrote the slot during the
     /// copy: an `Ok` copy is intact. The copy reads the shared bytes with
     /// volatile loads (see [`crate::region`]).
+    ///
+    /// # Errors
+    /// [`Overrun`] if the producer overwrote the slot during the copy (`dst`
+    /// then holds torn bytes).
     ///
     /// # Panics
     /// If `dst` is shorter than [`Frame::len`].

@@ -57,7 +57,13 @@ unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
 impl Region {
-    /// Zeroed, page-aligned heap memory of `len` bytes, writable.
+    /// Zeroed, page-aligned heap memory of `len` bytes, writable: the
+    /// process-local backing the protocol tests run on. A test hook, not API.
+    ///
+    /// # Panics
+    /// If `len` rounded up to a page exceeds `isize::MAX`; aborts (like any
+    /// allocation) when memory is exhausted.
+    #[doc(hidden)]
     pub fn heap(len: usize) -> Region {
         let layout = Layout::from_size_align(len.max(PAGE as usize), PAGE as usize).expect("region size fits a Layout");
         // SAFETY: the layout has non-zero size.
@@ -106,6 +112,13 @@ impl Region {
         if r != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
     }
 
+    /// The address of an access of `len` bytes at `off`, aligned to `align`.
+    ///
+    /// # Panics
+    /// If the access leaves the region or is misaligned. Offsets come from a
+    /// [`Geometry`](crate::layout::Geometry) validated against the region's
+    /// size and from constants, never straight from the shared bytes, so a
+    /// panic here is a bug in this crate, not a hostile segment.
     fn check(&self, off: u64, len: usize, align: usize) -> usize {
         let off = usize::try_from(off).expect("offset fits usize");
         assert!(off.checked_add(len).is_some_and(|end| end <= self.len), "region access out of bounds");

@@ -7,7 +7,17 @@
 //! The block side is a multiple of 8 pixels (of 4 in small frames) so blocks
 //! align with codec macroblocks and survive compression. A bit is white (235)
 //! for 1, black (16) for 0.
+//!
+//! [`draw`] and [`decode`] work on a whole raw frame of any [`PixelFormat`]:
+//! blocks are gray, so they are written to the Y samples of YUV formats and to
+//! all three channels of packed RGB ([`VideoFormat::luma`], [`GrayMap`]), and
+//! read back from the Y samples or the G channel. [`decode_luma`] reads a bare
+//! 8-bit luma plane, such as a decoder's output.
+//!
+//! [`PixelFormat`]: crate::PixelFormat
 #![forbid(unsafe_code)]
+
+use crate::format::{GrayMap, VideoFormat};
 
 /// Bits in a stamp.
 pub const BITS: usize = 72;
@@ -123,14 +133,20 @@ impl StampLayout {
     }
 
     /// Draws `stamp` into an 8-bit luma plane (`step` bytes between pixels:
-    /// 1 for planar formats, 2 for YUYV).
+    /// 1 for planar formats, 2 for YUYV). Blocks are clipped to `plane`.
     pub fn draw_luma(&self, stamp: &Stamp, plane: &mut [u8], stride: usize, step: usize) {
+        self.draw_gray(stamp, plane, &GrayMap { offset: 0, stride, step, width: 1 });
+    }
+
+    /// Draws `stamp` as gray blocks through `map`. Blocks are clipped to `buf`.
+    pub fn draw_gray(&self, stamp: &Stamp, buf: &mut [u8], map: &GrayMap) {
         self.for_each_block(stamp, |x, y, w, h, v| {
             for row in y..y + h {
-                let start = row as usize * stride + x as usize * step;
+                let start = map.offset + row as usize * map.stride + x as usize * map.step;
                 for px in 0..w as usize {
-                    if let Some(b) = plane.get_mut(start + px * step) {
-                        *b = v;
+                    let at = start + px * map.step;
+                    if let Some(b) = buf.get_mut(at..at + map.width) {
+                        b.fill(v);
                     }
                 }
             }
@@ -158,14 +174,40 @@ impl StampLayout {
     }
 }
 
-/// Decodes a stamp from an 8-bit luma plane of a `width` × `height` frame.
+/// Decodes a stamp from an 8-bit luma plane of a `width` × `height` frame
+/// (`step` bytes between pixels). `None` when the frame is too small for a
+/// stamp, `plane` is too short for it, or its CRC does not match.
 pub fn decode_luma(plane: &[u8], stride: usize, step: usize, width: u32, height: u32) -> Option<Stamp> {
+    decode_gray(plane, &GrayMap { offset: 0, stride, step, width: 1 }, width, height)
+}
+
+/// Decodes a stamp read through `map` from a `width` × `height` frame; `None`
+/// as for [`decode_luma`].
+pub fn decode_gray(buf: &[u8], map: &GrayMap, width: u32, height: u32) -> Option<Stamp> {
     let layout = StampLayout::for_frame(width, height)?;
-    let (_, y, _, h) = layout.area();
-    if plane.len() < (y + h) as usize * stride {
+    let (x, y, w, h) = layout.area();
+    if buf.len() <= map.index(x + w - 1, y + h - 1) {
         return None;
     }
-    layout.decode(|x, y| plane[y as usize * stride + x as usize * step])
+    layout.decode(|x, y| buf[map.index(x, y)])
+}
+
+/// Draws `stamp` into `frame`, a raw frame of `format` (see the module docs).
+/// Returns `false`, drawing nothing, for a compressed format or a frame too
+/// small for a stamp ([`StampLayout::for_frame`]).
+pub fn draw(frame: &mut [u8], format: &VideoFormat, stamp: &Stamp) -> bool {
+    let (Some(layout), Some(luma)) = (StampLayout::for_frame(format.width, format.height), format.luma()) else {
+        return false;
+    };
+    layout.draw_gray(stamp, frame, &luma.gray());
+    true
+}
+
+/// Decodes the stamp of `frame`, a raw frame of `format`. `None` for a
+/// compressed format, a frame too small for a stamp or too short for its
+/// format, or a stamp whose CRC does not match.
+pub fn decode(frame: &[u8], format: &VideoFormat) -> Option<Stamp> {
+    decode_gray(frame, &format.luma()?.gray(), format.width, format.height)
 }
 
 #[cfg(test)]
@@ -196,6 +238,28 @@ mod tests {
         assert_eq!(decode_luma(&plane, w as usize, 1, w, h), Some(s));
         let noise: Vec<u8> = (0..w * h).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
         assert_eq!(decode_luma(&noise, w as usize, 1, w, h), None);
+    }
+
+    #[test]
+    fn draws_and_decodes_in_every_raw_format() {
+        for pixel in crate::PixelFormat::RAW {
+            let f = VideoFormat::new(640, 360, pixel, 30, 1).unwrap();
+            let mut frame = vec![100u8; f.frame_size as usize];
+            let s = Stamp::new(42, 1_700_000_000_000_000_000);
+            assert!(draw(&mut frame, &f, &s), "{pixel}");
+            assert_eq!(decode(&frame, &f), Some(s), "{pixel}");
+            assert_eq!(decode(&frame[..100], &f), None, "{pixel}: short buffer");
+            if f.luma().unwrap().gray().width == 3 {
+                // Gray: all three channels of a block carry the bit.
+                let (x, y, ..) = StampLayout::for_frame(640, 360).unwrap().block_rect(0);
+                let i = (y as usize * 640 + x as usize) * 3;
+                assert!(frame[i] == frame[i + 1] && frame[i + 1] == frame[i + 2], "{pixel}");
+            }
+        }
+        let mjpeg = VideoFormat::new(640, 360, crate::PixelFormat::Mjpeg, 30, 1).unwrap();
+        assert!(!draw(&mut [0u8; 64], &mjpeg, &Stamp::new(1, 1)));
+        let tiny = VideoFormat::new(64, 64, crate::PixelFormat::Gray8, 30, 1).unwrap();
+        assert!(!draw(&mut [0u8; 4096], &tiny, &Stamp::new(1, 1)));
     }
 
     #[test]

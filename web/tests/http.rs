@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use shm_proto::{Reader, ReaderOptions};
-use shmcast_e2e::{Guard, bin, free_port, pid_alive, segment_path, signal, wait_for};
+use shmcast_testkit::{Guard, bin, free_port, pid_alive, segment_path, signal, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -116,7 +116,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn rss_kb(pid: u32) -> u64 {
-    shmcast_e2e::proc_status_field(pid, "VmRSS").and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap()
+    shmcast_testkit::rss_kib(pid)
 }
 
 #[test]
@@ -358,7 +358,7 @@ fn port_in_use_and_sigterm() {
     let _taken = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     let out = Command::new(bin("shmcast-web")).args(["--listen", &format!("127.0.0.1:{port}")]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{}", shmcast_e2e::describe(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", shmcast_testkit::describe(&out));
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("shmcast-web: error: cannot listen on") && err.contains("in use"), "{err}");
 

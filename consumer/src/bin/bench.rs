@@ -13,6 +13,7 @@ use serde_json::json;
 use shm_proto::baseline::FutexChannel;
 use shm_proto::os::realtime_ns;
 use shm_proto::{CreateOptions, FrameMeta, Next, PixelFormat, Reader, ReaderOptions, VideoFormat, Writer};
+use shmcast_common::bench::{memcpy_fps, percentile, sorted};
 
 /// Benchmark the shmcast ring: writer throughput with 0, 1 and 2 reader
 /// processes reading every byte, against single-thread memcpy, and the intact
@@ -153,10 +154,10 @@ fn reader_child(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn percentiles(mut v: Vec<u64>) -> serde_json::Value {
-    v.sort_unstable();
-    let p = |q: f64| v.get(((v.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0);
-    json!({"n": v.len(), "p50_ns": p(0.5), "p99_ns": p(0.99), "p999_ns": p(0.999), "max_ns": v.last().copied().unwrap_or(0)})
+fn percentiles(v: Vec<u64>) -> serde_json::Value {
+    let v = sorted(v.into_iter().map(|ns| ns as f64).collect());
+    let p = |q: f64| if v.is_empty() { 0 } else { percentile(&v, q) as u64 };
+    json!({"n": v.len(), "p50_ns": p(0.5), "p99_ns": p(0.99), "p999_ns": p(0.999), "max_ns": p(1.0)})
 }
 
 fn lat_reader_child(name: &str, spin: bool, samples: usize) -> anyhow::Result<()> {
@@ -288,25 +289,6 @@ impl Drop for Kid {
     }
 }
 
-/// Single-thread memcpy bandwidth for `size`-byte frames into `slots` rotating
-/// destinations (as the ring's slots), in bytes/s.
-fn memcpy_bw(size: usize, slots: usize, secs: f64) -> f64 {
-    let src = vec![0x5au8; size];
-    // Touch every destination page first, as the ring's pages are pre-faulted.
-    let mut dst: Vec<Vec<u8>> = (0..slots).map(|_| vec![1u8; size]).collect();
-    for d in &mut dst {
-        d.copy_from_slice(&src);
-    }
-    let start = Instant::now();
-    let mut n = 0usize;
-    while start.elapsed().as_secs_f64() < secs {
-        dst[n % slots].copy_from_slice(&src);
-        std::hint::black_box(&dst[n % slots]);
-        n += 1;
-    }
-    (n * size) as f64 / start.elapsed().as_secs_f64()
-}
-
 fn bench_name(tag: &str) -> String {
     format!("bench-{tag}-{}", std::process::id())
 }
@@ -409,7 +391,7 @@ fn main_bench(args: &Args) -> anyhow::Result<()> {
     let mut tp = Vec::new();
     for &(w, h) in &sizes {
         let size = w as usize * h as usize * 3;
-        let mem = memcpy_bw(size, 8, secs);
+        let mem = memcpy_fps(size, 8, secs) * size as f64;
         for readers in 0..=2 {
             let mut r = throughput(w, h, readers, secs, args.hugepages)?;
             r["pinned"] = json!(pin);

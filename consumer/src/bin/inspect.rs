@@ -142,6 +142,9 @@ fn to_json(i: &SegmentInfo, fps: f64) -> serde_json::Value {
         "slot_stride": i.slot_stride,
         "size_bytes": i.total_size,
         "hugepages": i.hugepages,
+        // The producer's overlay (e.g. the test pattern's status band with the
+        // frame stamp), as recorded in the segment header.
+        "overlay": i.overlay.map(|o| [o.x, o.y, o.w, o.h]),
         "head": i.head,
         "tail": i.tail,
         "heartbeat_age_ms": i.heartbeat_age.as_millis() as u64,
@@ -168,6 +171,9 @@ fn print_text(i: &SegmentInfo, fps: f64) {
         if i.hugepages { " on huge pages" } else { "" }
     );
     println!("head/tail   {} / {}", i.head, i.tail);
+    if let Some(o) = i.overlay {
+        println!("overlay     {o} (drawn by the producer, e.g. the frame stamp)");
+    }
     println!("fps         {fps:.2} (measured)");
     let readers = readers(i);
     if readers.is_empty() {

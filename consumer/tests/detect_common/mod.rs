@@ -9,27 +9,11 @@ use std::time::{Duration, Instant};
 
 pub const DETECT: &str = env!("CARGO_BIN_EXE_shmcast-detect");
 
-/// Another crate's binary in the same target directory.
-pub fn sibling_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    // tests run from target/<profile>/deps/
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} not found: build it first (cargo build --release -p shmcast-producer, or cargo test --workspace --release)",
-        p.display()
-    );
-    p
-}
+#[allow(unused_imports)]
+pub use shmcast_testkit::{bin as sibling_bin, describe as show, json_lines, unique_name as unique};
 
 pub fn producer_bin() -> PathBuf {
     sibling_bin("shmcast-producer")
-}
-
-/// A unique stream name for this test and process.
-pub fn unique(tag: &str) -> String {
-    format!("dt-{tag}-{}", std::process::id())
 }
 
 /// Kills the child (if still running) and removes the segment on drop.
@@ -127,18 +111,4 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     f()
-}
-
-/// Parses JSON lines, skipping anything else.
-pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
-    text.lines().filter_map(|l| serde_json::from_str(l.trim()).ok()).collect()
-}
-
-pub fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }

@@ -12,7 +12,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
-pub use shmcast_e2e::{Guard, bin, describe, pid_alive, require_tool, segment_path, signal, unique_name, wait_for};
+pub use shmcast_testkit::{Guard, bin, describe, pid_alive, require_tool, segment_path, signal, unique_name, wait_for};
 
 /// Generous bound for things that normally take a second or two (the
 /// machine is shared and loaded).
@@ -154,8 +154,8 @@ pub fn image_id(path: &Path) -> u64 {
 
 /// Scrapes one metric value from the recorder's metrics endpoint.
 pub fn metric(addr: &str, name: &str) -> Option<f64> {
-    let text = shmcast_e2e::scrape(addr)?;
-    shmcast_e2e::value(&shmcast_e2e::parse_metrics(&text), name)
+    let text = shmcast_testkit::scrape(addr)?;
+    shmcast_testkit::value(&shmcast_testkit::parse_metrics(&text), name)
 }
 
 /// Appends a line to a file (as the detector does).

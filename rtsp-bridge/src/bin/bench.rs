@@ -1,8 +1,8 @@
 //! `shmcast-rtsp-bench`: end-to-end measurements of the RTSP bridge with a
-//! real GStreamer client, and a small stamped test source.
+//! real GStreamer client.
 //!
-//! `latency` (default): for each size, publishes stamped frames into a ring
-//! (in this process), runs `shmcast-rtsp` (the binary next to this one) on it,
+//! `latency` (default): for each size, runs `shmcast-producer`'s stamped test
+//! pattern and `shmcast-rtsp` on it (the binaries next to this one),
 //! plays the stream with `rtspsrc ! decodebin ! appsink`, decodes the stamp
 //! from every decoded frame's luma and compares its capture time with
 //! CLOCK_REALTIME now. Prints p50/p99 latency, time from PLAY to the first
@@ -10,8 +10,8 @@
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -22,14 +22,15 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
-use shm_proto::{PixelFormat, VideoFormat};
+use shm_proto::PixelFormat;
+use shmcast_common::bench::{ChildGuard, cpu_seconds, percentile, sibling_bin, sorted};
 
-/// Benchmark the RTSP bridge end to end, or run a stamped test source.
+/// Benchmark the RTSP bridge end to end.
 #[derive(Parser)]
 #[command(
     name = "shmcast-rtsp-bench",
     after_help = "Examples:\n  shmcast-rtsp-bench latency --seconds 10\n  \
-                  shmcast-rtsp-bench source --name cam0 --width 1280 --height 720 --format i420 --fps 30"
+                  shmcast-rtsp-bench latency --size 640x360 --format nv12 --seconds 5"
 )]
 struct Args {
     #[command(subcommand)]
@@ -53,27 +54,6 @@ enum Cmd {
         #[arg(long = "size", default_values_t = ["1280x720".to_string(), "1920x1080".to_string()])]
         sizes: Vec<String>,
     },
-    /// Publish stamped test frames until SIGINT/SIGTERM.
-    Source {
-        /// Stream name.
-        #[arg(long)]
-        name: String,
-        /// Width.
-        #[arg(long, default_value_t = 640)]
-        width: u32,
-        /// Height.
-        #[arg(long, default_value_t = 360)]
-        height: u32,
-        /// rgb24 | bgr24 | gray8 | yuyv | nv12 | i420.
-        #[arg(long, default_value = "i420")]
-        format: String,
-        /// Frames per second.
-        #[arg(long, default_value_t = 30)]
-        fps: u32,
-        /// Stop after this many frames.
-        #[arg(long)]
-        frames: Option<u64>,
-    },
 }
 
 fn main() -> ExitCode {
@@ -81,61 +61,10 @@ fn main() -> ExitCode {
     shmcast_common::main_wrapper("shmcast-rtsp-bench", || {
         shmcast_common::init_logging("warn")?;
         match args.cmd {
-            Some(Cmd::Source { name, width, height, format, fps, frames }) => {
-                let pixel: PixelFormat = format.parse().map_err(|e| anyhow!("{e}"))?;
-                let f = VideoFormat::new(width, height, pixel, fps, 1).map_err(|e| anyhow!("{e}"))?;
-                let stop = shmcast_common::shutdown_flag()?;
-                shmcast_rtsp::testsrc::run(&name, f, frames, &stop)
-            }
             Some(Cmd::Latency { seconds, format, encoder, sizes }) => latency(seconds, &format, &encoder, &sizes),
             None => latency(10, "i420", "auto", &["1280x720".into(), "1920x1080".into()]),
         }
     })
-}
-
-/// A child process killed on drop.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn bridge_exe() -> anyhow::Result<PathBuf> {
-    let me = std::env::current_exe()?;
-    let p = me.with_file_name("shmcast-rtsp");
-    if !p.exists() {
-        bail!("{} not found: build it with cargo build --release -p shmcast-rtsp", p.display());
-    }
-    Ok(p)
-}
-
-/// utime+stime of a process in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = s.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // Fields after "(comm) ": state is index 0, utime 11, stime 12. USER_HZ is 100 on Linux.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let i = ((v.len() - 1) as f64 * p).round() as usize;
-    v[i]
 }
 
 struct Row {
@@ -152,14 +81,15 @@ struct Row {
 fn latency(seconds: u64, format: &str, encoder: &str, sizes: &[String]) -> anyhow::Result<()> {
     gst::init()?;
     let pixel: PixelFormat = format.parse().map_err(|e| anyhow!("{e}"))?;
-    let exe = bridge_exe()?;
+    let exe = sibling_bin("shmcast-rtsp")?;
+    let producer = sibling_bin("shmcast-producer")?;
     let mut rows = Vec::new();
     for size in sizes {
         let (w, h) = size
             .split_once('x')
             .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
             .with_context(|| format!("bad --size {size}"))?;
-        rows.push(measure(&exe, w, h, pixel, encoder, seconds)?);
+        rows.push(measure(&exe, &producer, w, h, pixel, encoder, seconds)?);
     }
     println!(
         "\nshmcast-rtsp end to end ({format} source @ 30 fps, encoder {encoder}, client rtspsrc(tcp, latency=0) ! decodebin ! appsink)"
@@ -177,21 +107,33 @@ fn latency(seconds: u64, format: &str, encoder: &str, sizes: &[String]) -> anyho
     Ok(())
 }
 
-fn measure(exe: &PathBuf, w: u32, h: u32, pixel: PixelFormat, encoder: &str, seconds: u64) -> anyhow::Result<Row> {
+fn measure(
+    exe: &Path,
+    producer: &Path,
+    w: u32,
+    h: u32,
+    pixel: PixelFormat,
+    encoder: &str,
+    seconds: u64,
+) -> anyhow::Result<Row> {
     let name = format!("rtspbench{}x{}p{}", w, h, std::process::id());
-    let format = VideoFormat::new(w, h, pixel, 30, 1).map_err(|e| anyhow!("{e}"))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let src = {
-        let (stop, name) = (Arc::clone(&stop), name.clone());
-        std::thread::spawn(move || shmcast_rtsp::testsrc::run(&name, format, None, &stop))
-    };
+    // The producer's test pattern: the frame stamp (frame id + capture time)
+    // in its top band, a moving bar and a starry background at 30 fps.
+    let (ws, hs) = (w.to_string(), h.to_string());
+    let src = Command::new(producer)
+        .args(["--name", &name, "--width", &ws, "--height", &hs, "--format", pixel.name(), "--fps", "30"])
+        .args(["--log-level", "warn"])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start shmcast-producer")?;
+    let mut src = ChildGuard(src);
     let mut child = Command::new(exe)
         .args(["--name", &name, "--listen", "127.0.0.1:0", "--mount", "/bench", "--encoder", encoder])
         .stderr(Stdio::piped())
         .spawn()?;
     let stderr = child.stderr.take().context("stderr")?;
     let pid = child.id();
-    let _guard = Guard(child);
+    let _guard = ChildGuard(child);
     // The bridge logs `listening url=rtsp://127.0.0.1:PORT/bench`.
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -269,23 +211,22 @@ fn measure(exe: &PathBuf, w: u32, h: u32, pixel: PixelFormat, encoder: &str, sec
     let first_ms = first.lock().unwrap().map(|t| t.duration_since(play).as_secs_f64() * 1000.0).unwrap_or(f64::NAN);
     std::thread::sleep(Duration::from_secs(2));
     measuring.store(true, Ordering::Relaxed);
-    let (c0, t0) = (cpu_seconds(pid), Instant::now());
+    let (c0, t0) = (cpu_seconds(pid).context("the bridge is gone")?, Instant::now());
     std::thread::sleep(Duration::from_secs(seconds));
-    let (c1, t1) = (cpu_seconds(pid), Instant::now());
+    let (c1, t1) = (cpu_seconds(pid).context("the bridge is gone")?, Instant::now());
     measuring.store(false, Ordering::Relaxed);
     pipeline.set_state(gst::State::Null)?;
-    stop.store(true, Ordering::Relaxed);
-    let _ = src.join();
-    let mut v = std::mem::take(&mut *samples.lock().unwrap());
+    src.stop();
+    let v = sorted(std::mem::take(&mut *samples.lock().unwrap()));
     let n = v.len();
     let undecoded = *undecoded.lock().unwrap();
     Ok(Row {
         size: format!("{w}x{h}"),
         frames: n,
         undecoded,
-        p50: pct(&mut v, 0.5),
-        p99: pct(&mut v, 0.99),
-        max: pct(&mut v, 1.0),
+        p50: percentile(&v, 0.5),
+        p99: percentile(&v, 0.99),
+        max: percentile(&v, 1.0),
         first_ms,
         cpu: (c1 - c0) / (t1 - t0).as_secs_f64() * 100.0,
     })

@@ -6,167 +6,32 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A unique stream name for this test.
-pub fn unique(tag: &str) -> String {
-    format!("rtsptest-{tag}-{}", std::process::id())
-}
-
-/// Path of a binary of another crate of the workspace (tests run from
-/// `target/release/deps/`).
-pub fn workspace_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} not found: build the workspace first (cargo build --release --workspace, or cargo test --workspace --release)",
-        p.display()
-    );
-    p
-}
-
-/// Fails with a clear message when an external tool is missing.
-pub fn require_tool(tool: &str) {
-    let ok = Command::new(tool).arg("-version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
-        || Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
-    assert!(ok, "{tool} is not installed: run scripts/setup.sh (apt packages ffmpeg, gstreamer1.0-tools)");
-}
-
-/// A child process with its stderr collected; SIGTERM then SIGKILL on drop.
-pub struct Proc {
-    pub child: Child,
-    pub stderr: Arc<Mutex<String>>,
-    shm: Option<String>,
-}
-
-impl Proc {
-    pub fn spawn(cmd: &mut Command) -> Proc {
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().expect("stderr");
-        let s = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut s = s.lock().unwrap();
-                s.push_str(&strip_ansi(&line));
-                s.push('\n');
-            }
-        });
-        Proc { child, stderr, shm: None }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn log(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Waits until stderr contains `what`; returns the line.
-    pub fn wait_for_line(&mut self, what: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(l) = self.log().lines().find(|l| l.contains(what)) {
-                return l.to_string();
-            }
-            if let Ok(Some(st)) = self.child.try_wait() {
-                // Give the reader thread a moment to collect the last lines.
-                std::thread::sleep(Duration::from_millis(100));
-                panic!("process exited ({st}) before logging {what:?}; stderr:\n{}", self.log());
-            }
-            assert!(Instant::now() < deadline, "no {what:?} within {timeout:?}; stderr:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
-    }
-
-    /// Waits for the exit with a deadline.
-    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(50));
-                return st;
-            }
-            assert!(Instant::now() < deadline, "process did not exit within {timeout:?}; stderr:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// VmRSS in KiB.
-    pub fn rss_kib(&self) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        s.lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.signal("TERM");
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if let Some(name) = &self.shm {
-            let _ = std::fs::remove_file(shm_proto::segment::default_dir().join(format!("shmcast.{name}")));
-        }
-    }
-}
-
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+#[allow(unused_imports)]
+pub use shmcast_testkit::{Proc, bin as workspace_bin, require_tool, strip_ansi, unique_name as unique};
 
 /// The real producer's test pattern, 30 fps.
 pub fn producer(name: &str, w: u32, h: u32, format: &str) -> Proc {
-    let mut p = Proc::spawn(Command::new(workspace_bin("shmcast-producer")).args([
-        "--name",
-        name,
-        "--source",
-        "testsrc",
-        "--width",
-        &w.to_string(),
-        "--height",
-        &h.to_string(),
-        "--format",
-        format,
-        "--fps",
-        "30",
-    ]));
-    p.shm = Some(name.to_string());
+    let mut p = Proc::spawn(
+        "shmcast-producer",
+        Command::new(workspace_bin("shmcast-producer")).args([
+            "--name",
+            name,
+            "--source",
+            "testsrc",
+            "--width",
+            &w.to_string(),
+            "--height",
+            &h.to_string(),
+            "--format",
+            format,
+            "--fps",
+            "30",
+        ]),
+    )
+    .segment(name);
     p.wait_for_line("stream created", Duration::from_secs(20));
     p
 }
@@ -175,7 +40,7 @@ pub fn producer(name: &str, w: u32, h: u32, format: &str) -> Proc {
 pub fn bridge(name: &str, extra: &[&str]) -> (Proc, String) {
     let mut args = vec!["--name", name, "--listen", "127.0.0.1:0", "--mount", "/test"];
     args.extend_from_slice(extra);
-    let mut p = Proc::spawn(Command::new(env!("CARGO_BIN_EXE_shmcast-rtsp")).args(&args));
+    let mut p = Proc::spawn("shmcast-rtsp", Command::new(env!("CARGO_BIN_EXE_shmcast-rtsp")).args(&args));
     let line = p.wait_for_line("serving", Duration::from_secs(30));
     (p, url_in(&line))
 }
