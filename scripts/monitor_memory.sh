@@ -130,25 +130,26 @@ while ((!stopping)); do
       file=${src#@}
       [[ -e $file ]] || continue
       alive=1 # a pidfile target lives as long as its file
-      pid=$(tr -dc '0-9' <"$file" 2>/dev/null || true)
+      pid=$(tr -dc '0-9' 2>/dev/null <"$file" || true)
       [[ -n $pid ]] || continue
     else
       pid=$src
     fi
-    [[ -r /proc/$pid/stat ]] || continue
-    stat=$(<"/proc/$pid/stat") 2>/dev/null || continue
-    # Skip zombies: a killed child not yet reaped has no memory left to report.
+    # The process may exit between any two of the reads below: a read that
+    # fails or comes back empty skips this sample; it must never end the
+    # monitor (set -eu and pipefail would, on an unguarded failure).
+    stat=""
+    read -r stat 2>/dev/null <"/proc/$pid/stat" || true
     rest=${stat##*) }
-    read -ra f <<<"$rest"
+    read -ra f <<<"$rest" || true
+    ((${#f[@]} > 12)) || continue
+    # Skip zombies: a killed child not yet reaped has no memory left to report.
     [[ ${f[0]} != Z && ${f[0]} != X ]] || continue
     alive=1
     ticks=$((f[11] + f[12]))
     read -r rss pss priv shr <<<"$(rollup "$pid")"
     read -r anon shm thr <<<"$(status_fields "$pid")"
     [[ -n ${rss:-} && -n ${thr:-} ]] || continue
-    # The process may exit at any moment between these reads (find then fails
-    # on its vanished fd directory): a failed read skips the sample, it must
-    # not end the monitor (set -e, pipefail).
     fds=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l) || continue
     key="$label/$pid"
     cpu=""

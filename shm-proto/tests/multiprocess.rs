@@ -819,6 +819,14 @@ fn a_stopped_producer_keeps_its_name_and_resumes() {
         Event::Attached(a) => Some(a.epoch),
         _ => None,
     });
+    // A frame before the stop, so that "resumes" below means frames after it
+    // (the child may be stopped before it has published anything).
+    let before = wait_for("a frame before SIGSTOP", Duration::from_secs(10), || {
+        match f.poll(Duration::from_millis(100)).unwrap() {
+            Event::Frame(fr) => Some(fr.meta().frame_id),
+            _ => None,
+        }
+    });
     signal(pid, "-STOP");
     let status = wait_for("stale", Duration::from_secs(10), || match f.poll(Duration::from_millis(100)).unwrap() {
         Event::Detached(s) => Some(s),
@@ -839,7 +847,7 @@ fn a_stopped_producer_keeps_its_name_and_resumes() {
             _ => None,
         }
     });
-    assert!(id > 0);
+    assert!(id > before, "frame {id} after SIGCONT, {before} before SIGSTOP");
     let ino = std::fs::metadata(format!("/dev/shm/shmcast.{name}")).unwrap().ino();
     assert_eq!(ino, num(&first, "ino"));
 }
