@@ -14,7 +14,7 @@
 #
 # Environment: CORPUS=dir (reuse rendered clips; default: rendered into OUT),
 #   OUT=dir (results; default a temp dir), SEED=1, WIDTH/HEIGHT (1280x720, ci
-#   640x360), STATIC_CLIPS=6, ONLY=clip,names, DETECT_ARGS="extra detector flags",
+#   640x360), STATIC_CLIPS=3 (per CRF), ONLY=clip,names, DETECT_ARGS="extra detector flags",
 #   BIN_DIR=target/release. testsrc mode: FRAMES SEED EVENTS NOISE FORMAT WIDTH HEIGHT.
 #
 # Every clip runs with --fps 0 and a ring holding all its frames (gray8,
@@ -63,7 +63,7 @@ run_pair() {
   shift 2
   rm -f "$events" # --events appends
   "$BIN_DIR/shmcast-detect" --name "$NAME" --exit-on-close --attach-timeout 60 --events "$events" \
-    --log-level warn "${EXTRA[@]}" 2>"$log.detect.log" &
+    --log-level info "${EXTRA[@]}" 2>"$log.detect.log" &
   DET_PID=$!
   if ! "$BIN_DIR/shmcast-producer" --name "$NAME" --log-level warn "$@" 2>"$log.producer.log"; then
     echo "eval-detect: shmcast-producer failed:" >&2
@@ -121,7 +121,7 @@ CORPUS=${CORPUS:-$OUT/corpus}
 if [[ ! -f $CORPUS/corpus.json ]]; then
   echo "eval-detect: rendering the $SET corpus (seed $SEED, ${WIDTH}x${HEIGHT}) into $CORPUS"
   "$PY" scripts/make-corpus.py "$CORPUS" --set "$SET" --seed "$SEED" --width "$WIDTH" --height "$HEIGHT" \
-    --static-clips "${STATIC_CLIPS:-6}" --only "${ONLY:-}"
+    --static-clips "${STATIC_CLIPS:-3}" --only "${ONLY:-}"
 fi
 
 mapfile -t CLIPS < <("$PY" -c '

@@ -26,11 +26,13 @@
 #![forbid(unsafe_code)]
 
 pub mod blobs;
+pub mod cli;
 pub mod event;
 pub mod luma;
 pub mod mask;
 pub mod model;
 pub mod mqtt;
+pub mod run;
 pub mod sink;
 pub mod snapshot;
 pub mod track;

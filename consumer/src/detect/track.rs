@@ -252,6 +252,12 @@ struct Track {
     clear_hits: u64,
     /// Started on a burst frame (see [`Tracker::burst`]).
     burst: bool,
+    /// Times the centroid progressed 3 px from where it last progressed,
+    /// getting further from where the track began (jitter between two
+    /// places does not count).
+    progress: u32,
+    /// Centroid of the first detection.
+    origin: (f32, f32),
 }
 
 impl Track {
@@ -335,9 +341,20 @@ impl Tracker {
         for t in &mut self.active {
             t.hit = false;
         }
+        // Fast tracks (meteors) take every moving fragment inside their gate:
+        // a faint streak breaks into pieces along its path (compression,
+        // noise), which would otherwise start tracks of their own beside it.
+        // They never take a detection that holds still: the ghost a streak
+        // leaves behind in P-frames of compressed video.
+        let mut fast = [false; 256];
+        for (f, t) in fast.iter_mut().zip(&self.active) {
+            let (vx, vy) = t.velocity();
+            *f = t.points.len() >= 2 && vx.hypot(vy) >= 2.0 * self.p.meteor_min_speed;
+        }
         // Candidate pairs inside each track's gate.
         self.pairs.clear();
         for (ti, t) in self.active.iter().enumerate() {
+            let fast_track = fast.get(ti).copied().unwrap_or(false);
             let dt = frame.saturating_sub(t.last_frame).max(1) as f32;
             let (vx, vy) = t.velocity();
             let (px, py) = (t.last.x + vx * dt, t.last.y + vy * dt);
@@ -350,7 +367,7 @@ impl Tracker {
             }
             for (di, d) in dets.iter().enumerate() {
                 let dist = (d.x - px).hypot(d.y - py);
-                if dist <= r && ti < u16::MAX as usize && di < u16::MAX as usize {
+                if dist <= r && (d.moving || !fast_track) && ti < u16::MAX as usize && di < u16::MAX as usize {
                     self.pairs.push((dist, ti as u16, di as u16));
                 }
             }
@@ -373,7 +390,7 @@ impl Tracker {
                     self.claimed[di] = Some(ti as u16);
                 }
                 Some(a) => {
-                    if overlaps(a.bbox, dets[di].bbox, self.p.gate as u32) {
+                    if overlaps(a.bbox, dets[di].bbox, self.p.gate as u32) || fast[ti] {
                         a.merge(&dets[di]);
                         self.claimed[di] = Some(ti as u16);
                     }
@@ -428,6 +445,8 @@ impl Tracker {
                 small_hits: 0,
                 clear_hits: 0,
                 burst: false,
+                progress: 0,
+                origin: (0.0, 0.0),
             });
             t.points.clear();
             t.bbox = d.bbox;
@@ -441,6 +460,8 @@ impl Tracker {
             t.small_hits = 0;
             t.clear_hits = 0;
             t.burst = self.burst;
+            t.progress = 0;
+            t.origin = (d.x, d.y);
             t.last_moving = frame;
             t.anchor = (d.x, d.y);
             t.snapshot = self.free_slots.pop();
@@ -455,8 +476,20 @@ impl Tracker {
         let mut i = 0;
         while i < self.active.len() {
             let t = &self.active[i];
-            let ended = frame.saturating_sub(t.last_frame) > self.max_miss(t)
-                || frame.saturating_sub(t.last_moving) > self.p.max_still;
+            let coasts = self.coasts(t);
+            let max_miss = if coasts { self.p.coast_frames.max(self.p.max_miss) } else { self.p.max_miss };
+            // A slow point of light that has travelled steadily (progressed
+            // 3 px at least 3 times) may also stall that long: it progresses
+            // only every few detections and may be undetected in between (a
+            // satellite under clouds). A compression blob that held still
+            // and jumped once may not.
+            let max_still = if coasts && t.progress >= 3 {
+                self.p.coast_frames.max(self.p.max_still)
+            } else {
+                self.p.max_still
+            };
+            let ended = frame.saturating_sub(t.last_frame) > max_miss
+                || frame.saturating_sub(t.last_moving) > max_still;
             let too_long = t.last_frame - t.first_frame + 1 >= self.p.max_event_frames;
             if ended || too_long {
                 let t = self.active.swap_remove(i);
@@ -467,20 +500,19 @@ impl Tracker {
         }
     }
 
-    /// Frames `t` may go without a detection: an established point-like track
-    /// that moves slowly and steadily coasts longer (blinking lights).
-    fn max_miss(&self, t: &Track) -> u64 {
+    /// Whether `t` is an established point-like track that moves slowly and
+    /// steadily: it may go [`TrackParams::coast_frames`] without a detection
+    /// (blinking lights) or without progress (a slow satellite under clouds).
+    fn coasts(&self, t: &Track) -> bool {
         let n = t.points.len();
         // Only points of light coast: an extended object that vanishes is
         // gone, and the next one to appear nearby is another object.
         if t.hits >= 5 && n >= 2 && 10 * t.small_hits >= 7 * t.hits {
             let (vx, vy) = t.velocity();
             let (a, b) = (t.points[0], t.points[n - 1]);
-            if vx.hypot(vy) <= self.p.pass_max_speed && (b.x - a.x).hypot(b.y - a.y) >= 3.0 {
-                return self.p.coast_frames.max(self.p.max_miss);
-            }
+            return vx.hypot(vy) <= self.p.pass_max_speed && (b.x - a.x).hypot(b.y - a.y) >= 3.0;
         }
-        self.p.max_miss
+        false
     }
 
     fn add(p: &TrackParams, t: &mut Track, frame: u64, capture_ns: u64, d: &Detection) {
@@ -495,6 +527,10 @@ impl Tracker {
             t.last_moving = frame;
         }
         if progressed {
+            let from = |(x, y): (f32, f32)| (x - t.origin.0).hypot(y - t.origin.1);
+            if from((d.x, d.y)) >= from(t.anchor) + 2.0 {
+                t.progress += 1;
+            }
             t.anchor = (d.x, d.y);
         }
         t.hit = true;
@@ -531,7 +567,13 @@ impl Tracker {
 
     fn finish(&mut self, mut t: Track, out: &mut Vec<Finished>) {
         Self::trim(&mut t);
-        match self.classify(&t) {
+        let class = self.classify(&t).map(|(kind, speed, core)| {
+            if let Some((first, last)) = core {
+                Self::cut(&mut t, first, last);
+            }
+            (kind, speed)
+        });
+        match class {
             Some((kind, speed)) => out.push(Finished {
                 kind,
                 start_frame: t.first_frame,
@@ -575,7 +617,13 @@ impl Tracker {
         let faint = 0.15 * sums[sums.len() / 2];
         let first = t.points.iter().position(|p| p.sum >= faint).unwrap_or(0);
         let last = t.points.iter().rposition(|p| p.sum >= faint).unwrap_or(t.points.len() - 1);
-        if first == 0 && last == t.points.len() - 1 {
+        Self::cut(t, first, last);
+    }
+
+    /// Keeps points `first..=last` of a track whose points are all stored and
+    /// shrinks its span and box to them.
+    fn cut(t: &mut Track, first: usize, last: usize) {
+        if (first == 0 && last + 1 >= t.points.len()) || first > last || last >= t.points.len() {
             return;
         }
         let removed = t.points.len() - (last + 1 - first);
@@ -592,7 +640,9 @@ impl Tracker {
         t.moving_hits = t.moving_hits.min(t.hits);
     }
 
-    fn classify(&self, t: &Track) -> Option<(Kind, f32)> {
+    /// The class of a finished track and its speed; for a meteor whose
+    /// track had stalled ends, the range of points that are the meteor.
+    fn classify(&self, t: &Track) -> Option<(Kind, f32, Option<(usize, usize)>)> {
         let pts = &t.points;
         let n = t.hits;
         if n < 2 || pts.len() < 2 {
@@ -604,38 +654,11 @@ impl Tracker {
         let span = t.last_frame - t.first_frame + 1;
         let disp = (b.x - a.x).hypot(b.y - a.y);
         let path: f32 = pts.windows(2).map(|w| (w[1].x - w[0].x).hypot(w[1].y - w[0].y)).sum();
+        if let Some(m) = self.meteor(t) {
+            return Some(m);
+        }
         let fit = LineFit::new(pts);
         let speed = fit.speed();
-        // Straight: every point near the line of motion (how evenly they
-        // move along it is checked per step below).
-        let straight = fit.max_across <= 4.0 + 0.05 * disp;
-
-        // Meteor: fast, short, straight, and moving consistently: each step's
-        // velocity close to the fitted one (one outlier allowed from 5 points).
-        if span <= p.meteor_max_frames && n >= p.meteor_min_hits && speed >= p.meteor_min_speed && straight {
-            let tol = 0.5 * speed + 4.0;
-            let bad = pts
-                .windows(2)
-                .filter(|w| {
-                    let dt = (w[1].frame - w[0].frame).max(1) as f32;
-                    let (sx, sy) = ((w[1].x - w[0].x) / dt, (w[1].y - w[0].y) / dt);
-                    (sx - fit.vx).hypot(sy - fit.vy) > tol
-                })
-                .count();
-            let dense = 2 * n >= span;
-            // A meteor smears along its path during a frame's exposure: at
-            // least one detection is about as long as a frame's travel.
-            // Noise blobs that happen to line up are compact.
-            let mut lens: Vec<f32> = pts.iter().map(|q| (q.bbox[2] as f32).hypot(q.bbox[3] as f32)).collect();
-            lens.sort_unstable_by(f32::total_cmp);
-            let smeared = lens[lens.len() / 2] >= 0.6 * speed;
-            // And clearly above the noise at least once: what the noise's
-            // tail makes (an H.264 I-frame refreshing blocks) stays marginal.
-            let clear = if t.burst { 2 * t.clear_hits >= n } else { t.clear_hits > 0 };
-            if dense && smeared && clear && bad <= usize::from(pts.len() >= 5) {
-                return Some((Kind::Meteor, speed));
-            }
-        }
 
         // Aircraft and satellites: a point of light crossing steadily and long.
         let point_like = 10 * t.small_hits >= 7 * n;
@@ -645,7 +668,7 @@ impl Tracker {
             && speed >= 0.2
             && speed <= p.pass_max_speed
             && disp >= 20.0
-            && fit.max_residual <= 6.0 + 0.03 * disp
+            && fit.beyond(pts, 6.0 + 0.03 * disp) <= pts.len() / 50
         {
             // Blinking: frames several times brighter than usual (strobes),
             // or long stretches without a detection.
@@ -656,7 +679,7 @@ impl Tracker {
             let blinking = flashes >= 3 && 50 * flashes >= sums.len();
             let gappy = 10 * n < 6 * span;
             let kind = if blinking || gappy || speed > p.satellite_max_speed { Kind::Plane } else { Kind::Satellite };
-            return Some((kind, speed));
+            return Some((kind, speed, None));
         }
 
         let (mut x0, mut y0, mut x1, mut y1) = (f32::MAX, f32::MAX, f32::MIN, f32::MIN);
@@ -674,7 +697,86 @@ impl Tracker {
         // gates happened to chain), which travel far more than they get anywhere.
         let coherent = span >= 8 && 2 * n >= span && path <= 3.0 * extent + 8.0;
         if moving >= p.motion_min_hits && 2 * moving >= hits && extent >= p.motion_min_extent && coherent {
-            return Some((Kind::Motion, path / frames as f32));
+            return Some((Kind::Motion, path / frames as f32, None));
+        }
+        None
+    }
+}
+
+impl Tracker {
+    /// The meteor test: the track's points, without stalled ends, must be
+    /// fast, short, straight, and move forward consistently on every frame.
+    ///
+    /// Stalled ends: compressed video repeats a block unchanged through a
+    /// run of P-frames, so the last (or first) detection of a streak can stay
+    /// put for a few frames; those are cut when the track otherwise moves
+    /// fast (its median step is at least the slowest meteor's). Compression
+    /// noise, by contrast, holds still through a GOP and jumps when an
+    /// I-frame refreshes the blocks: a track whose steps are mostly stalls is
+    /// never a meteor (each step must advance at least 0.3 × the speed).
+    fn meteor(&self, t: &Track) -> Option<(Kind, f32, Option<(usize, usize)>)> {
+        let p = &self.p;
+        let all = &t.points[..];
+        if t.thin != 1 || all.len() < 3 || t.last_frame - t.first_frame + 1 > p.meteor_max_frames + 10 {
+            return None;
+        }
+        let step = |w: &[TrackPoint]| (w[1].x - w[0].x).hypot(w[1].y - w[0].y) / (w[1].frame - w[0].frame).max(1) as f32;
+        let mut steps: Vec<f32> = all.windows(2).map(step).collect();
+        steps.sort_unstable_by(f32::total_cmp);
+        let median = steps[steps.len() / 2];
+        let (mut first, mut last) = (0, all.len() - 1);
+        if median >= p.meteor_min_speed {
+            // An end step is cut when it stalls or goes against the
+            // direction of the rest (a noise blob next to where the streak began).
+            let off = |w: &[TrackPoint], a: &TrackPoint, b: &TrackPoint| {
+                step(w) < 0.25 * median || (w[1].x - w[0].x) * (b.x - a.x) + (w[1].y - w[0].y) * (b.y - a.y) <= 0.0
+            };
+            while last > first + 2 && off(&all[last - 1..=last], &all[first], &all[last - 1]) {
+                last -= 1;
+            }
+            while last > first + 2 && off(&all[first..=first + 1], &all[first + 1], &all[last]) {
+                first += 1;
+            }
+        }
+        let pts = &all[first..=last];
+        let n = pts.len() as u64;
+        let (a, b) = (pts[0], pts[pts.len() - 1]);
+        let span = b.frame - a.frame + 1;
+        if span > p.meteor_max_frames || n < p.meteor_min_hits {
+            return None;
+        }
+        let fit = LineFit::new(pts);
+        let speed = fit.speed();
+        let disp = (b.x - a.x).hypot(b.y - a.y);
+        // Straight: every point near the line of motion.
+        if speed < p.meteor_min_speed || fit.max_across > 4.0 + 0.05 * disp {
+            return None;
+        }
+        // Consistent: each step's velocity close to the fitted one, and
+        // forward by at least 0.3 × the speed (one outlier allowed from 5 points).
+        let tol = 0.5 * speed + 4.0;
+        let (ux, uy) = (fit.vx / speed, fit.vy / speed);
+        let bad = pts
+            .windows(2)
+            .filter(|w| {
+                let dt = (w[1].frame - w[0].frame).max(1) as f32;
+                let (sx, sy) = ((w[1].x - w[0].x) / dt, (w[1].y - w[0].y) / dt);
+                (sx - fit.vx).hypot(sy - fit.vy) > tol || sx * ux + sy * uy < 0.3 * speed
+            })
+            .count();
+        let dense = 2 * n >= span;
+        // A meteor smears along its path during a frame's exposure: the
+        // median detection is about as long as a frame's travel. Noise blobs
+        // that happen to line up are compact.
+        let mut lens: Vec<f32> = pts.iter().map(|q| (q.bbox[2] as f32).hypot(q.bbox[3] as f32)).collect();
+        lens.sort_unstable_by(f32::total_cmp);
+        let smeared = lens[lens.len() / 2] >= 0.6 * speed;
+        // And clearly above the noise at least once: what the noise's
+        // tail makes (an H.264 I-frame refreshing blocks) stays marginal.
+        let clear = if t.burst { 2 * t.clear_hits >= t.hits } else { t.clear_hits > 0 };
+        if dense && smeared && clear && bad <= usize::from(pts.len() >= 5) {
+            let core = (first > 0 || last + 1 < all.len()).then_some((first, last));
+            return Some((Kind::Meteor, speed, core));
         }
         None
     }
@@ -685,10 +787,12 @@ impl Tracker {
 struct LineFit {
     vx: f32,
     vy: f32,
-    /// Largest distance of a point from where the uniform motion puts it.
-    max_residual: f32,
     /// Largest distance of a point from the line of motion (across it only).
     max_across: f32,
+    /// Position at the first point's frame.
+    x0: f32,
+    /// See `x0`.
+    y0: f32,
 }
 
 impl LineFit {
@@ -724,7 +828,25 @@ impl LineFit {
         } else {
             max_residual
         };
-        LineFit { vx: vx as f32, vy: vy as f32, max_residual: max_residual as f32, max_across: max_across as f32 }
+        LineFit {
+            vx: vx as f32,
+            vy: vy as f32,
+            max_across: max_across as f32,
+            x0: x0 as f32,
+            y0: y0 as f32,
+        }
+    }
+
+    /// How many of `pts` (the points fitted) are further than `tol` from
+    /// where the uniform motion puts them.
+    fn beyond(&self, pts: &[TrackPoint], tol: f32) -> usize {
+        let t0 = pts.first().map_or(0, |q| q.frame);
+        pts.iter()
+            .filter(|q| {
+                let t = (q.frame - t0) as f32;
+                (q.x - self.x0 - self.vx * t).hypot(q.y - self.y0 - self.vy * t) > tol
+            })
+            .count()
     }
 
     fn speed(&self) -> f32 {
