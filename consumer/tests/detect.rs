@@ -284,8 +284,8 @@ fn mask_file_drawn_by_ffmpeg_hides_its_region() {
     let truth_arg = truth.display().to_string();
     let args = ["--format", "gray8", "--fps", "0", "--noise", "4", "--frames", "1500", "--slots", "2048"];
     let args2 = ["--events", "20", "--seed", "3", "--truth", &truth_arg];
-    let prod = Proc::spawn("shmcast-producer", &mut testsrc(&name, 1280, 720, &[&args[..], &args2[..]].concat()))
-        .output(LONG);
+    let prod =
+        Proc::spawn("shmcast-producer", &mut testsrc(&name, 1280, 720, &[&args[..], &args2[..]].concat())).output(LONG);
     assert!(prod.status.success(), "producer failed:\n{}", show(&prod));
     let out = det.output(LONG);
     assert!(out.status.success(), "{}", show(&out));
@@ -312,7 +312,11 @@ fn mask_file_drawn_by_ffmpeg_hides_its_region() {
             let (tb, f0, f1) = (bbox(t), t["start_frame"].as_u64().unwrap(), t["end_frame"].as_u64().unwrap());
             events.iter().any(|e| {
                 let (eb, e0, e1) = (bbox(e), e["start_frame"].as_u64().unwrap(), e["end_frame"].as_u64().unwrap());
-                e0 <= f1 && f0 <= e1 && eb[0] <= tb[0] + tb[2] && tb[0] <= eb[0] + eb[2] && eb[1] <= tb[1] + tb[3]
+                e0 <= f1
+                    && f0 <= e1
+                    && eb[0] <= tb[0] + tb[2]
+                    && tb[0] <= eb[0] + eb[2]
+                    && eb[1] <= tb[1] + tb[3]
                     && tb[1] <= eb[1] + eb[3]
             })
         })

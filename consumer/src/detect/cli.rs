@@ -169,8 +169,12 @@ impl Settings {
         if !(args.meteor_min_speed.is_finite() && args.meteor_min_speed >= 0.0) {
             bail!("invalid --meteor-min-speed {}: expected a number ≥ 0", args.meteor_min_speed);
         }
-        let mut detector =
-            Config { bin: args.bin, masks: args.mask.clone(), snapshots: args.snapshots.is_some(), ..Config::default() };
+        let mut detector = Config {
+            bin: args.bin,
+            masks: args.mask.clone(),
+            snapshots: args.snapshots.is_some(),
+            ..Config::default()
+        };
         if let Some(path) = &args.mask_file {
             detector.mask_image = Some(Arc::new(MaskImage::load(path)?));
         }

@@ -38,6 +38,10 @@ pub struct TrackParams {
     /// Fewest frames with a detection for a meteor: one- and two-frame
     /// coincidences of noise are never meteors.
     pub meteor_min_hits: u64,
+    /// Least evidence of a meteor: the sum over its detections of their
+    /// integrated difference in units of `σ × gain` per cell (see
+    /// [`Detection::evidence`]).
+    pub meteor_min_evidence: f32,
     /// Fewest frames with a detection for a motion event.
     pub motion_min_hits: usize,
     /// Smallest movement of a motion event's centroid (its extent), in px.
@@ -71,6 +75,7 @@ impl Default for TrackParams {
             meteor_max_frames: 60,
             meteor_min_speed: 4.0,
             meteor_min_hits: 3,
+            meteor_min_evidence: 300.0,
             motion_min_hits: 4,
             motion_min_extent: 12.0,
             coast_frames: 45,
@@ -102,6 +107,10 @@ pub struct Detection {
     /// Barely above the threshold (peak under twice the seed threshold):
     /// what the noise's tail produces; counted by the threshold's adaptation.
     pub marginal: bool,
+    /// Integrated |difference| in units of the seed threshold's noise
+    /// (`σ × gain`, luma levels) per cell: how much evidence the detection
+    /// carries, independent of the source's noise level.
+    pub evidence: f32,
 }
 
 impl Detection {
@@ -119,6 +128,7 @@ impl Detection {
         self.bbox = union(self.bbox, o.bbox);
         self.moving |= o.moving;
         self.marginal &= o.marginal;
+        self.evidence += o.evidence;
     }
 }
 
@@ -154,6 +164,9 @@ pub struct TrackPoint {
     /// Capture time of the frame, Unix ns (not in the JSON).
     #[serde(skip)]
     pub capture_ns: u64,
+    /// The detection's [`Detection::evidence`] (not in the JSON).
+    #[serde(skip)]
+    pub evidence: f32,
 }
 
 /// Event classes.
@@ -248,10 +261,6 @@ struct Track {
     anchor: (f32, f32),
     /// Hits whose detection was point-like (see [`TrackParams::point_max`]).
     small_hits: u64,
-    /// Hits whose detection was clearly above the threshold (not marginal).
-    clear_hits: u64,
-    /// Started on a burst frame (see [`Tracker::burst`]).
-    burst: bool,
     /// Times the centroid progressed 3 px from where it last progressed,
     /// getting further from where the track began (jitter between two
     /// places does not count).
@@ -300,11 +309,6 @@ pub struct Tracker {
     /// Tracks started on the current frame from marginal detections (see
     /// [`Detection::marginal`]) that nobody claimed.
     pub started: usize,
-    /// Set by the caller before [`Tracker::update`]: the frame has a burst of
-    /// marginal detections all over (an H.264 I-frame refreshing every
-    /// block at once). Tracks starting on it need most of their detections
-    /// clearly above the noise to be meteors.
-    pub burst: bool,
 }
 
 impl Tracker {
@@ -320,7 +324,6 @@ impl Tracker {
             refresh: Vec::with_capacity(snapshot_slots),
             acquired: Vec::with_capacity(snapshot_slots),
             started: 0,
-            burst: false,
         }
     }
 
@@ -443,8 +446,6 @@ impl Tracker {
                 last_moving: 0,
                 anchor: (0.0, 0.0),
                 small_hits: 0,
-                clear_hits: 0,
-                burst: false,
                 progress: 0,
                 origin: (0.0, 0.0),
             });
@@ -458,8 +459,6 @@ impl Tracker {
             t.hits = 0;
             t.moving_hits = 0;
             t.small_hits = 0;
-            t.clear_hits = 0;
-            t.burst = self.burst;
             t.progress = 0;
             t.origin = (d.x, d.y);
             t.last_moving = frame;
@@ -483,13 +482,10 @@ impl Tracker {
             // only every few detections and may be undetected in between (a
             // satellite under clouds). A compression blob that held still
             // and jumped once may not.
-            let max_still = if coasts && t.progress >= 3 {
-                self.p.coast_frames.max(self.p.max_still)
-            } else {
-                self.p.max_still
-            };
-            let ended = frame.saturating_sub(t.last_frame) > max_miss
-                || frame.saturating_sub(t.last_moving) > max_still;
+            let max_still =
+                if coasts && t.progress >= 3 { self.p.coast_frames.max(self.p.max_still) } else { self.p.max_still };
+            let ended =
+                frame.saturating_sub(t.last_frame) > max_miss || frame.saturating_sub(t.last_moving) > max_still;
             let too_long = t.last_frame - t.first_frame + 1 >= self.p.max_event_frames;
             if ended || too_long {
                 let t = self.active.swap_remove(i);
@@ -519,7 +515,6 @@ impl Tracker {
         t.hits += 1;
         t.moving_hits += u64::from(d.moving);
         t.small_hits += u64::from(d.bbox[2].max(d.bbox[3]) <= p.point_max);
-        t.clear_hits += u64::from(!d.marginal);
         // Progress of the centroid counts as movement too: a dim, slow point
         // changes its cells too little per frame to be flagged moving.
         let progressed = (d.x - t.anchor.0).hypot(d.y - t.anchor.1) >= 3.0;
@@ -554,7 +549,15 @@ impl Tracker {
                 });
                 t.thin *= 2;
             }
-            t.points.push(TrackPoint { frame, x: d.x, y: d.y, sum: d.sum, bbox: d.bbox, capture_ns });
+            t.points.push(TrackPoint {
+                frame,
+                x: d.x,
+                y: d.y,
+                sum: d.sum,
+                bbox: d.bbox,
+                capture_ns,
+                evidence: d.evidence,
+            });
         }
     }
 
@@ -720,7 +723,8 @@ impl Tracker {
         if t.thin != 1 || all.len() < 3 || t.last_frame - t.first_frame + 1 > p.meteor_max_frames + 10 {
             return None;
         }
-        let step = |w: &[TrackPoint]| (w[1].x - w[0].x).hypot(w[1].y - w[0].y) / (w[1].frame - w[0].frame).max(1) as f32;
+        let step =
+            |w: &[TrackPoint]| (w[1].x - w[0].x).hypot(w[1].y - w[0].y) / (w[1].frame - w[0].frame).max(1) as f32;
         let mut steps: Vec<f32> = all.windows(2).map(step).collect();
         steps.sort_unstable_by(f32::total_cmp);
         let median = steps[steps.len() / 2];
@@ -771,9 +775,11 @@ impl Tracker {
         let mut lens: Vec<f32> = pts.iter().map(|q| (q.bbox[2] as f32).hypot(q.bbox[3] as f32)).collect();
         lens.sort_unstable_by(f32::total_cmp);
         let smeared = lens[lens.len() / 2] >= 0.6 * speed;
-        // And clearly above the noise at least once: what the noise's
-        // tail makes (an H.264 I-frame refreshing blocks) stays marginal.
-        let clear = if t.burst { 2 * t.clear_hits >= t.hits } else { t.clear_hits > 0 };
+        // And enough light in all: the track's integrated difference, in
+        // units of the threshold's noise, at least `meteor_min_evidence`.
+        // Compression noise that lines up for three frames carries a tenth
+        // of what the faintest meteor of the corpus does.
+        let clear = pts.iter().map(|q| q.evidence).sum::<f32>() >= p.meteor_min_evidence;
         if dense && smeared && clear && bad <= usize::from(pts.len() >= 5) {
             let core = (first > 0 || last + 1 < all.len()).then_some((first, last));
             return Some((Kind::Meteor, speed, core));
@@ -828,13 +834,7 @@ impl LineFit {
         } else {
             max_residual
         };
-        LineFit {
-            vx: vx as f32,
-            vy: vy as f32,
-            max_across: max_across as f32,
-            x0: x0 as f32,
-            y0: y0 as f32,
-        }
+        LineFit { vx: vx as f32, vy: vy as f32, max_across: max_across as f32, x0: x0 as f32, y0: y0 as f32 }
     }
 
     /// How many of `pts` (the points fitted) are further than `tol` from
@@ -867,6 +867,7 @@ mod tests {
             peak: 50.0,
             moving: true,
             marginal: false,
+            evidence: 1000.0,
         }
     }
 
@@ -928,7 +929,16 @@ mod tests {
     }
 
     fn point(x: f32, y: f32, sum: f32) -> Detection {
-        Detection { x, y, bbox: [x as u32 - 3, y as u32 - 3, 6, 6], sum, peak: 30.0, moving: true, marginal: false }
+        Detection {
+            x,
+            y,
+            bbox: [x as u32 - 3, y as u32 - 3, 6, 6],
+            sum,
+            peak: 30.0,
+            moving: true,
+            marginal: false,
+            evidence: 100.0,
+        }
     }
 
     #[test]
