@@ -645,7 +645,7 @@ impl Tracker {
 
     /// The class of a finished track and its speed; for a meteor whose
     /// track had stalled ends, the range of points that are the meteor.
-    fn classify(&self, t: &Track) -> Option<(Kind, f32, Option<(usize, usize)>)> {
+    fn classify(&self, t: &Track) -> Option<Class> {
         let pts = &t.points;
         let n = t.hits;
         if n < 2 || pts.len() < 2 {
@@ -717,7 +717,7 @@ impl Tracker {
     /// noise, by contrast, holds still through a GOP and jumps when an
     /// I-frame refreshes the blocks: a track whose steps are mostly stalls is
     /// never a meteor (each step must advance at least 0.3 × the speed).
-    fn meteor(&self, t: &Track) -> Option<(Kind, f32, Option<(usize, usize)>)> {
+    fn meteor(&self, t: &Track) -> Option<Class> {
         let p = &self.p;
         let all = &t.points[..];
         if t.thin != 1 || all.len() < 3 || t.last_frame - t.first_frame + 1 > p.meteor_max_frames + 10 {
@@ -787,6 +787,10 @@ impl Tracker {
         None
     }
 }
+
+/// A track's class, its speed (px/frame) and, for a meteor whose track had
+/// stalled ends, the range of points that are the meteor.
+type Class = (Kind, f32, Option<(usize, usize)>);
 
 /// Least-squares uniform motion through track points: `x = x0 + vx·t`,
 /// `y = y0 + vy·t` (t = frame), and the largest distance of a point from it.
