@@ -977,4 +977,37 @@ mod tests {
         let out = run(&mut t, (0..5u64).map(|f| (f, vec![det(100.0 + 40.0 * f as f32, 300.0, 4)])));
         assert!(out.iter().all(|e| e.kind != Kind::Meteor), "{out:?}");
     }
+
+    #[test]
+    fn compression_blobs_stalling_then_jumping_are_not_meteors() {
+        // A block that holds still through a run of P-frames and jumps on
+        // the I-frame, twice: the old per-step tolerance took it for a slow meteor.
+        let mut t = Tracker::new(TrackParams::default(), 0);
+        let blob = (0..9u64).map(|f| (f, vec![det(500.0 + 12.0 * (f / 3) as f32, 500.0 + 4.0 * (f / 3) as f32, 16)]));
+        let out = run(&mut t, blob);
+        assert!(out.iter().all(|e| e.kind != Kind::Meteor), "{out:?}");
+        // A real streak with little evidence (compression noise lined up): no meteor.
+        let mut t = Tracker::new(TrackParams::default(), 0);
+        let faint = (0..3u64).map(|f| {
+            let mut d = det(100.0 + 12.0 * f as f32, 100.0, 16);
+            d.evidence = 40.0;
+            (f, vec![d])
+        });
+        assert!(run(&mut t, faint).is_empty());
+    }
+
+    #[test]
+    fn a_meteor_whose_last_detection_stalls_is_cut_to_its_flight() {
+        // 10 frames at 20 px/frame, then the last streak stays put for 6
+        // frames (a block repeated by P-frames): one meteor, ending at frame 19.
+        let mut t = Tracker::new(TrackParams::default(), 0);
+        let pts = (10..26u64).map(|f| {
+            let k = f.min(19) - 10;
+            (f, vec![det(100.0 + 20.0 * k as f32, 300.0 + 5.0 * k as f32, 24)])
+        });
+        let out = run(&mut t, pts);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].kind, Kind::Meteor);
+        assert_eq!((out[0].start_frame, out[0].end_frame), (10, 19));
+    }
 }
