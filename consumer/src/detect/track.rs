@@ -775,12 +775,16 @@ impl Tracker {
         let mut lens: Vec<f32> = pts.iter().map(|q| (q.bbox[2] as f32).hypot(q.bbox[3] as f32)).collect();
         lens.sort_unstable_by(f32::total_cmp);
         let smeared = lens[lens.len() / 2] >= 0.6 * speed;
+        // But not much longer than its travel either: the block refresh of
+        // an H.264 I-frame makes wide, faint blobs (40–120 px) that wobble
+        // by a few px/frame while the P-frames after it fade them out.
+        let streak = lens[lens.len() / 2] <= 3.0 * speed + 16.0;
         // And enough light in all: the track's integrated difference, in
         // units of the threshold's noise, at least `meteor_min_evidence`.
         // Compression noise that lines up for three frames carries a tenth
         // of what the faintest meteor of the corpus does.
         let clear = pts.iter().map(|q| q.evidence).sum::<f32>() >= p.meteor_min_evidence;
-        if dense && smeared && clear && bad <= usize::from(pts.len() >= 5) {
+        if dense && smeared && streak && clear && bad <= usize::from(pts.len() >= 5) {
             let core = (first > 0 || last + 1 < all.len()).then_some((first, last));
             return Some((Kind::Meteor, speed, core));
         }
@@ -994,6 +998,11 @@ mod tests {
             (f, vec![d])
         });
         assert!(run(&mut t, faint).is_empty());
+        // An I-frame's block refresh: a wide blob (60 px) wobbling 6 px/frame
+        // while it fades: far longer than its travel, not a streak.
+        let mut t = Tracker::new(TrackParams::default(), 0);
+        let wide = (0..3u64).map(|f| (f, vec![det(400.0 + 6.0 * f as f32, 300.0 + 2.0 * f as f32, 60)]));
+        assert!(run(&mut t, wide).iter().all(|e| e.kind != Kind::Meteor));
     }
 
     #[test]
