@@ -775,10 +775,11 @@ impl Tracker {
         let mut lens: Vec<f32> = pts.iter().map(|q| (q.bbox[2] as f32).hypot(q.bbox[3] as f32)).collect();
         lens.sort_unstable_by(f32::total_cmp);
         let smeared = lens[lens.len() / 2] >= 0.6 * speed;
-        // But not much longer than its travel either: the block refresh of
-        // an H.264 I-frame makes wide, faint blobs (40–120 px) that wobble
-        // by a few px/frame while the P-frames after it fade them out.
-        let streak = lens[lens.len() / 2] <= 3.0 * speed + 16.0;
+        // A slow one is not much longer than its travel either: the block
+        // refresh of an H.264 I-frame makes wide, faint blobs (40–120 px)
+        // that wobble by 4–13 px/frame while the P-frames after it fade
+        // them out. (A fast meteor may leave a trail many frames long.)
+        let streak = speed >= 20.0 || lens[lens.len() / 2] <= 3.0 * speed + 16.0;
         // And enough light in all: the track's integrated difference, in
         // units of the threshold's noise, at least `meteor_min_evidence`.
         // Compression noise that lines up for three frames carries a tenth
