@@ -2,7 +2,8 @@
 # Installs what shmcast needs to build, run and test on Debian 12: GStreamer
 # (dev headers and plugins), the RTSP server library and its Python bindings
 # (the RTSP RECORD receiver of the GStreamer recipe tests), ffmpeg (ffprobe),
-# numactl, mosquitto, Python's venv and headers for the Python package (its pip
+# numactl, mosquitto, e2fsprogs and util-linux (the recorder's stalled-disk test
+# freezes a loop-mounted ext4), Python's venv and headers for the Python package (its pip
 # packages go into the virtual environments scripts/test.sh creates), Chromium
 # and its WebDriver (the web page's browser test).
 # Idempotent: installs only what is missing. Needs root for apt.
@@ -13,7 +14,7 @@ PKGS=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
   gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-rtsp
-  ffmpeg numactl util-linux procps python3 mosquitto mosquitto-clients curl
+  ffmpeg numactl util-linux e2fsprogs procps python3 mosquitto mosquitto-clients curl
   python3-prometheus-client shellcheck python3-venv python3-dev python3-gi gir1.2-gst-rtsp-server-1.0
   chromium chromium-driver
 )

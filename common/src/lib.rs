@@ -1,9 +1,15 @@
 //! Shared pieces of the shmcast binaries: common command-line arguments,
 //! logging set-up, the `main` wrapper with deliberate exit codes, signals,
 //! the HTTP server and the Prometheus metrics (including the reader metrics
-//! every ring consumer exports).
+//! every ring consumer exports), the H.264 encoder choice; with feature
+//! `gst`, the GStreamer buffer → ring slot copy of `shmcastsink` and the
+//! producer's `gst:` source, and the encoder choice checked against
+//! GStreamer's registry.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "gst")]
+pub mod gst;
+pub mod h264;
 pub mod http;
 pub mod metrics;
 pub mod procs;

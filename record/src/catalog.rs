@@ -455,6 +455,11 @@ impl Catalog {
         Ok(path)
     }
 
+    /// SQLite's `PRAGMA integrity_check`: `ok` for a whole database.
+    pub fn integrity_check(&self) -> anyhow::Result<String> {
+        Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+
     /// All segments, oldest first.
     pub fn segments(&self) -> anyhow::Result<Vec<Segment>> {
         let mut st = self.conn.prepare_cached(&format!("SELECT {SEGMENT_COLS} FROM segments ORDER BY start_ns, id"))?;

@@ -1,13 +1,21 @@
 //! Cutting clips from the segments, and the worker that cuts one for each
 //! event with pre- and post-roll.
 //!
-//! A clip is a stream copy: ffmpeg's concat demuxer reads the segment files
-//! (in/out points from the catalog) and muxes the compressed frames again,
-//! no decoding. It starts at the keyframe at or before `from` (every segment
-//! starts with one, so this always exists within the recording) and ends
-//! with the first frame at or after `to`: the clip covers the asked range,
-//! widened by at most one keyframe interval at the start. A clip that would span a change of size or codec (a producer
-//! restart with another format) stops at the change.
+//! A clip is frame-exact: it starts with the first catalogued frame captured
+//! at or after `from` and ends with the last one captured at or before `to`.
+//! Frames from a keyframe on are stream-copied (the compressed samples of
+//! the segment files, muxed again, no decoding); the frames before the first
+//! keyframe of the range (the head, less than one keyframe interval) are
+//! decoded from the keyframe before them and re-encoded with the recorder's
+//! own encoder settings, which give the same parameter sets (SPS/PPS) as the
+//! segments, so head and copy are one H.264 stream in one track. The tail
+//! needs no re-encoding: the segments have no B-frames, so frames from a
+//! keyframe up to any frame decode without the frames after them. When the
+//! re-encoded head's parameter sets differ from the segment's (a recording
+//! made with other settings), or two segments of the range differ, the
+//! whole clip is re-encoded instead. MJPEG clips are all copy. A clip that
+//! would span a change of size or codec (a producer restart with another
+//! format) stops at the change.
 #![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
@@ -17,16 +25,39 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use std::process::Command;
-
 use anyhow::{Context, bail};
+use gstreamer as gst;
 use tracing::{info, warn};
 
-use crate::catalog::{Catalog, Clip, EventRow};
+use crate::catalog::{Catalog, Clip, EventRow, FrameRow, Segment};
 use crate::config::Config;
+use crate::encoder::Encoding;
 use crate::events::EventIn;
+use crate::media::{self, ClipMux, PTS_TOLERANCE_NS, Reencoder, SegmentReader};
 use crate::recorder::Metrics;
 use crate::time;
+
+/// How a clip was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Every frame stream-copied (the range starts on a keyframe, or MJPEG).
+    Copy,
+    /// The head before the first keyframe re-encoded, the rest copied.
+    Edges,
+    /// Every frame re-encoded (the parameter sets could not be matched).
+    Reencode,
+}
+
+impl Method {
+    /// The name stored in the catalog.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Method::Copy => "copy",
+            Method::Edges => "copy+head",
+            Method::Reencode => "reencode",
+        }
+    }
+}
 
 /// What a cut produced.
 #[derive(Clone, Debug)]
@@ -41,90 +72,257 @@ pub struct CutInfo {
     pub last_frame: Option<u64>,
     /// Frames written.
     pub frames: u64,
+    /// Frames re-encoded.
+    pub reencoded: u64,
     /// File size.
     pub bytes: u64,
     /// Segments read.
     pub segments: usize,
+    /// How it was made.
+    pub method: Method,
 }
 
-/// Cuts `[from, to]` (capture times, Unix ns) into `out` with ffmpeg's
-/// concat demuxer and stream copy (`inpoint`/`outpoint` per segment).
-pub fn cut(cat: &Catalog, from: u64, to: u64, out: &Path) -> anyhow::Result<CutInfo> {
-    if to < from {
-        bail!("the clip ends before it starts");
+/// The frames of one segment in the clip: `frames[a..=b]`.
+struct Part {
+    seg: Segment,
+    frames: Vec<FrameRow>,
+    a: usize,
+    b: usize,
+}
+
+/// Frames of one clip part whose parameter sets differ from the clip's so far.
+#[derive(Debug)]
+struct Mismatch;
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the H.264 parameter sets differ between parts of the clip")
     }
+}
+
+impl std::error::Error for Mismatch {}
+
+fn plan(cat: &Catalog, from: u64, to: u64) -> anyhow::Result<Vec<Part>> {
     let segs = cat.segments_overlapping(from, to)?;
     let Some(first) = segs.first() else {
         bail!("nothing recorded between {} and {}", time::rfc3339(from), time::rfc3339(to));
     };
     let (codec, width, height) = (first.codec.clone(), first.width, first.height);
-    let mut list = String::from("ffconcat version 1.0\n");
-    let mut info =
-        CutInfo { first_ns: 0, last_ns: 0, first_frame: None, last_frame: None, frames: 0, bytes: 0, segments: 0 };
-    let n = segs.len();
-    for (i, s) in segs.iter().enumerate() {
+    let mut parts = Vec::new();
+    for s in segs {
         if s.codec != codec || s.width != width || s.height != height {
-            warn!(segment = %s.path, "format changes here; the clip stops before it");
-            break;
-        }
-        let frames = cat.frames(s.id)?;
-        if frames.is_empty() {
+            if !parts.is_empty() {
+                warn!(segment = %s.path, "format changes here; the clip stops before it");
+                break;
+            }
             continue;
         }
-        // Start: the last keyframe at or before `from` (else the segment's first frame, a keyframe).
-        let a =
-            if info.frames == 0 { frames.iter().rposition(|f| f.key && f.capture_ns <= from).unwrap_or(0) } else { 0 };
-        // End: the first frame at or after `to` (else the segment's last).
-        let b = frames.iter().position(|f| f.capture_ns >= to).unwrap_or(frames.len() - 1);
+        let frames = cat.frames(s.id)?;
+        let Some(a) = frames.iter().position(|f| f.capture_ns >= from) else { continue };
+        let Some(b) = frames.iter().rposition(|f| f.capture_ns <= to) else { continue };
         if b < a {
             continue;
         }
-        let path = cat.abs(&s.path);
-        let p = path.to_str().context("segment path is not UTF-8")?;
-        if p.contains(['\'', '\n', '\r']) {
-            bail!("segment path {p:?} cannot be listed for ffmpeg");
+        let p = cat.abs(&s.path);
+        if !p.is_file() {
+            bail!("segment {} is catalogued but its file is missing", p.display());
         }
-        list.push_str(&format!("file '{p}'\n"));
-        if a > 0 {
-            // Just after the keyframe: stream copy starts at it.
-            list.push_str(&format!("inpoint {:.6}\n", (frames[a].pts_ns + 1_000_000) as f64 / 1e9));
-        }
-        let last_segment = b < frames.len() - 1 || i + 1 == n;
-        if b < frames.len() - 1 {
-            list.push_str(&format!("outpoint {:.6}\n", (frames[b].pts_ns + 1_000_000) as f64 / 1e9));
-        }
-        if info.frames == 0 {
-            info.first_ns = frames[a].capture_ns;
-            info.first_frame = Some(frames[a].frame_id);
-        }
-        info.frames += (b - a + 1) as u64;
-        info.last_ns = frames[b].capture_ns;
-        info.last_frame = Some(frames[b].frame_id);
-        info.segments += 1;
-        if last_segment && b < frames.len() - 1 {
-            break;
-        }
+        parts.push(Part { seg: s, frames, a, b });
     }
-    if info.frames == 0 {
+    if parts.is_empty() {
         bail!("no frames between {} and {}", time::rfc3339(from), time::rfc3339(to));
     }
-    let list_path = out.with_extension("ffconcat");
-    std::fs::write(&list_path, &list).with_context(|| format!("cannot write {}", list_path.display()))?;
-    let res = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0", "-i"])
-        .arg(&list_path)
-        .args(["-map", "0:v", "-c", "copy"])
-        .arg(out)
-        .output();
-    let _ = std::fs::remove_file(&list_path);
-    let res = res.context("cannot run ffmpeg (install the ffmpeg package)")?;
-    if !res.status.success() {
-        let _ = std::fs::remove_file(out);
-        let err = String::from_utf8_lossy(&res.stderr);
-        bail!("ffmpeg could not cut {}: {}", out.display(), err.lines().last().unwrap_or("no message"));
+    Ok(parts)
+}
+
+/// Cuts `[from, to]` (capture times, Unix ns) into `out` (MP4; `.mov` for
+/// MJPEG), frame-exact: see the module documentation.
+pub fn cut(cat: &Catalog, from: u64, to: u64, out: &Path) -> anyhow::Result<CutInfo> {
+    gst::init().context("cannot initialise GStreamer")?;
+    if to < from {
+        bail!("the clip ends before it starts");
     }
-    info.bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
-    Ok(info)
+    let parts = plan(cat, from, to)?;
+    let encoding = cat.meta("encoding")?.as_deref().and_then(Encoding::from_meta).unwrap_or_default();
+    if parts[0].seg.codec == "jpeg" {
+        return write(cat, &parts, out, Method::Copy, &encoding);
+    }
+    match write(cat, &parts, out, Method::Edges, &encoding) {
+        Err(e) if e.downcast_ref::<Mismatch>().is_some() => {
+            info!(clip = %out.display(), "{e}: re-encoding the whole clip");
+            write(cat, &parts, out, Method::Reencode, &encoding)
+        }
+        r => r,
+    }
+}
+
+/// Where compressed frames go: the clip file, created with the caps of the
+/// first frame; frames of other parameter sets are a [`Mismatch`].
+struct Sink<'a> {
+    out: &'a Path,
+    mux: Option<ClipMux>,
+    period_ns: u64,
+}
+
+impl Sink<'_> {
+    fn push(&mut self, buf: gst::Buffer, caps: &gst::Caps, pts: u64) -> anyhow::Result<()> {
+        let mux = match &mut self.mux {
+            Some(m) => m,
+            None => self.mux.insert(ClipMux::new(self.out, caps, self.period_ns)?),
+        };
+        if !media::same_stream(mux.caps(), caps) {
+            return Err(Mismatch.into());
+        }
+        mux.push(buf, pts)
+    }
+}
+
+fn write(cat: &Catalog, parts: &[Part], out: &Path, mode: Method, enc: &Encoding) -> anyhow::Result<CutInfo> {
+    let (p0, pn) = (&parts[0], &parts[parts.len() - 1]);
+    let (first, last) = (p0.frames[p0.a], pn.frames[pn.b]);
+    let t0 = first.capture_ns;
+    let n: u64 = parts.iter().map(|p| (p.b - p.a + 1) as u64).sum();
+    let period_ns = if n > 1 { (last.capture_ns - first.capture_ns) / (n - 1) } else { 33_333_333 };
+    let mut sink = Sink { out, mux: None, period_ns: period_ns.max(1_000_000) };
+    let mut info = CutInfo {
+        first_ns: first.capture_ns,
+        last_ns: last.capture_ns,
+        first_frame: Some(first.frame_id),
+        last_frame: Some(last.frame_id),
+        frames: 0,
+        reencoded: 0,
+        bytes: 0,
+        segments: parts.len(),
+        method: mode,
+    };
+    let mut full: Option<Reencoder> = None;
+    let res = (|| -> anyhow::Result<()> {
+        for p in parts {
+            let reencode_to = match mode {
+                Method::Copy => p.a,
+                Method::Edges => (p.a..=p.b).find(|&i| p.frames[i].key).unwrap_or(p.b + 1),
+                Method::Reencode => p.b + 1,
+            };
+            if reencode_to > p.a {
+                let mut head = None;
+                let enc_slot = if mode == Method::Reencode { &mut full } else { &mut head };
+                info.reencoded += reencode(cat, p, reencode_to, t0, enc, enc_slot, &mut sink)?;
+                if let Some(h) = head {
+                    h.finish(&mut |b, c, t| sink.push(b, c, t))?;
+                }
+            }
+            if reencode_to <= p.b {
+                copy(cat, p, reencode_to, t0, &mut sink)?;
+            }
+        }
+        if let Some(e) = full.take() {
+            e.finish(&mut |b, c, t| sink.push(b, c, t))?;
+        }
+        Ok(())
+    })();
+    match (res, sink.mux) {
+        (Ok(()), Some(m)) => {
+            info.frames = m.frames;
+            if mode == Method::Edges && info.reencoded == 0 {
+                info.method = Method::Copy;
+            }
+            info.bytes = m.finish()?;
+            if info.frames != n {
+                warn!(clip = %out.display(), written = info.frames, catalogued = n, "the files held other frames than catalogued");
+            }
+            Ok(info)
+        }
+        (Ok(()), None) => bail!("no frame of {} could be read", out.display()),
+        (Err(e), m) => {
+            if let Some(m) = m {
+                m.abort();
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The clip timestamp of a file timestamp: the catalogued frame's capture
+/// time (or, for a frame the catalog does not list, the file timestamp
+/// shifted like its neighbours), from the clip's first frame.
+fn clip_pts(p: &Part, pts: u64, t0: u64) -> u64 {
+    let capture = match media::nearest(&p.frames, pts) {
+        Some(j) => p.frames[j].capture_ns,
+        None => (pts + p.frames[0].capture_ns).saturating_sub(p.frames[0].pts_ns),
+    };
+    capture.saturating_sub(t0)
+}
+
+/// Decodes `frames[a..end]` of a part (from the keyframe before `a`) and
+/// encodes them into `slot`'s encoder (created on the first frame).
+fn reencode(
+    cat: &Catalog,
+    p: &Part,
+    end: usize,
+    t0: u64,
+    enc: &Encoding,
+    slot: &mut Option<Reencoder>,
+    sink: &mut Sink<'_>,
+) -> anyhow::Result<u64> {
+    let path = cat.abs(&p.seg.path);
+    let (lo, hi) = (p.frames[p.a].pts_ns.saturating_sub(PTS_TOLERANCE_NS), p.frames[end - 1].pts_ns + PTS_TOLERANCE_NS);
+    let (r, first) = SegmentReader::open_at(&path, true, &p.frames, p.a)?;
+    let mut next = Some(first);
+    let k = media::key_before(&p.frames, p.a);
+    let mut n = 0u64;
+    // Bounded: frames from the keyframe to the end of the range, and some
+    // the catalog does not list.
+    for _ in 0..(end - k + 64) {
+        let Some((pts, s)) = next.take().or_else(|| r.next()) else { break };
+        if pts > hi {
+            break;
+        }
+        if pts < lo {
+            continue;
+        }
+        let buf = s.buffer_owned().context("decoded frame without data")?;
+        let e = match slot {
+            Some(e) => e,
+            None => {
+                let caps = s.caps().context("decoded frame without caps")?;
+                let fps = caps
+                    .structure(0)
+                    .and_then(|st| st.get::<gst::Fraction>("framerate").ok())
+                    .filter(|f| f.numer() > 0 && f.denom() > 0)
+                    .map_or(30.0, |f| f64::from(f.numer()) / f64::from(f.denom()));
+                let rate = media::nominal_rate(&p.seg.format);
+                let fps = rate.map_or(fps, |r| f64::from(r.numer()) / f64::from(r.denom()));
+                slot.insert(Reencoder::new(enc.encoder, enc.gop_frames(fps), enc.bitrate, &caps.to_owned(), rate)?)
+            }
+        };
+        e.push(buf, clip_pts(p, pts, t0))?;
+        e.take(&mut |b, c, t| sink.push(b, c, t))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Stream-copies the samples of `frames[start..=b]` of a part (`start` is a
+/// keyframe, or any frame of an MJPEG segment).
+fn copy(cat: &Catalog, p: &Part, start: usize, t0: u64, sink: &mut Sink<'_>) -> anyhow::Result<()> {
+    let path = cat.abs(&p.seg.path);
+    let (lo, hi) = (p.frames[start].pts_ns.saturating_sub(PTS_TOLERANCE_NS), p.frames[p.b].pts_ns + PTS_TOLERANCE_NS);
+    let (r, first) = SegmentReader::open_at(&path, false, &p.frames, start)?;
+    let caps = r.caps().with_context(|| format!("{} has no video track", path.display()))?;
+    let mut next = Some(first);
+    for _ in 0..(p.b + 64) {
+        let Some((pts, s)) = next.take().or_else(|| r.next()) else { break };
+        if pts > hi {
+            break;
+        }
+        if pts < lo {
+            continue;
+        }
+        let caps = s.caps().map_or_else(|| caps.clone(), |c| c.to_owned());
+        let buf = s.buffer_owned().context("sample without data")?;
+        sink.push(buf, &caps, clip_pts(p, pts, t0))?;
+    }
+    Ok(())
 }
 
 struct Pending {
@@ -245,7 +443,7 @@ fn cut_event(cat: &Catalog, cfg: &Config, p: &Pending, n: u64, m: &Metrics) {
                 frames: c.frames,
                 bytes: c.bytes,
                 created_ns: shm_proto::os::realtime_ns(),
-                method: "copy".into(),
+                method: c.method.name().into(),
             };
             if let Err(err) = cat.insert_clip(&clip) {
                 warn!("clips: cannot catalogue {rel}: {err:#}");
@@ -255,7 +453,7 @@ fn cut_event(cat: &Catalog, cfg: &Config, p: &Pending, n: u64, m: &Metrics) {
             // Relaxed: statistics.
             m.clips.inc();
             info!(
-                clip = %rel, kind = %e.kind, frames = c.frames, first_frame = ?c.first_frame, last_frame = ?c.last_frame,
+                clip = %rel, kind = %e.kind, frames = c.frames, reencoded = c.reencoded, method = c.method.name(), first_frame = ?c.first_frame, last_frame = ?c.last_frame,
                 ms = started.elapsed().as_millis() as u64, "event clip cut"
             );
         }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod encoder;
 pub mod events;
 pub mod ls;
+pub mod media;
 pub mod recorder;
 pub mod ring;
 pub mod segment;

@@ -56,7 +56,7 @@ fn subcommand(cmd: Cmd) -> anyhow::Result<()> {
             let cat = catalog::Catalog::open(&dir, false)?;
             let c = clips::cut(&cat, from, to, &out)?;
             println!(
-                "clip: {} frames {}..{} captured {} .. {} ({} bytes, {} segments) -> {}",
+                "clip: {} frames {}..{} captured {} .. {} ({} bytes, {} segments, {}, {} re-encoded) -> {}",
                 c.frames,
                 c.first_frame.map_or("?".into(), |v| v.to_string()),
                 c.last_frame.map_or("?".into(), |v| v.to_string()),
@@ -64,6 +64,8 @@ fn subcommand(cmd: Cmd) -> anyhow::Result<()> {
                 time::rfc3339(c.last_ns),
                 c.bytes,
                 c.segments,
+                c.method.name(),
+                c.reencoded,
                 out.display()
             );
             Ok(())

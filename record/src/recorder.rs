@@ -46,6 +46,9 @@ const COMMIT_EVERY: Duration = Duration::from_secs(1);
 const RETENTION_EVERY: Duration = Duration::from_secs(2);
 /// After a failed segment, wait this long before opening the next.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Frames kept in memory at most while the catalog cannot be written
+/// (10 minutes at 30 fps, about 300 kB).
+const CATALOG_BACKLOG: usize = 18_000;
 /// Space to free when the disk is full, at least.
 const MIN_FREE_AFTER_FULL: u64 = 4 << 20;
 
@@ -142,6 +145,8 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         anyhow::bail!("{} records stream {other:?}, not {:?}: use another --dir", cfg.dir.display(), cfg.name);
     }
     cat.set_meta("stream", &cfg.name)?;
+    let encoding = encoder::Encoding { encoder, gop: cfg.gop, bitrate: cfg.bitrate };
+    cat.set_meta("encoding", &encoding.to_meta())?;
     repair(&mut cat)?;
     let m = Metrics::register();
     m.segments_now.set(cat.segments()?.len() as u64);
@@ -435,8 +440,8 @@ impl Recorder<'_> {
                 return false;
             }
         };
-        match SegmentWriter::start(id, path, format, &self.settings, start_ns, self.wtx.clone(), self.unlisted.clone())
-        {
+        let counters = segment::Counters { unlisted: self.unlisted.clone(), dropped: self.m.dropped.clone() };
+        match SegmentWriter::start(id, path, format, &self.settings, start_ns, self.wtx.clone(), counters) {
             Ok(w) => {
                 debug!(segment = %rel, "segment opened");
                 // Relaxed: statistics.
@@ -458,7 +463,8 @@ impl Recorder<'_> {
         let Some(w) = self.cur.take() else { return };
         self.closers.retain(|h| !h.is_finished());
         let tx = self.tx.clone();
-        let (id, pushed) = (w.id, w.pushed);
+        // Frames the queue dropped are counted already.
+        let (id, pushed) = (w.id, w.pushed - w.leaked);
         let spawned = std::thread::Builder::new().name("record-close".into()).spawn(move || {
             let bytes = w.finish();
             let _ = tx.send(Msg::Closed { id, bytes, pushed });
@@ -472,7 +478,7 @@ impl Recorder<'_> {
     fn check_failure(&mut self) {
         let Some(f) = self.cur.as_ref().and_then(SegmentWriter::failure) else { return };
         let Some(w) = self.cur.take() else { return };
-        let (id, pushed) = (w.id, w.pushed);
+        let (id, pushed) = (w.id, w.pushed - w.leaked);
         if f.no_space {
             // Relaxed: statistics.
             self.m.disk_full.inc();
@@ -557,6 +563,8 @@ struct CatalogState {
     listed: HashMap<i64, u64>,
     sizes: HashMap<i64, u64>,
     paths: HashMap<i64, PathBuf>,
+    /// Since when the catalog's file system is full (frames wait in `batch`).
+    catalog_full: Option<Instant>,
 }
 
 fn catalog_thread(cfg: Config, rx: Receiver<Msg>, m: Metrics, stop: Arc<AtomicBool>) {
@@ -576,6 +584,7 @@ fn catalog_thread(cfg: Config, rx: Receiver<Msg>, m: Metrics, stop: Arc<AtomicBo
         listed: HashMap::new(),
         sizes: HashMap::new(),
         paths: HashMap::new(),
+        catalog_full: None,
     };
     let mut committed = Instant::now();
     let mut retained = Instant::now() - RETENTION_EVERY;
@@ -653,20 +662,62 @@ impl CatalogState {
             let mut r = self.cat.append_frames(id, &frames, bytes);
             if let Err(e) = &r
                 && crate::catalog::is_disk_full(e)
+                && disk_free(&self.cfg.dir).is_some_and(|f| f < MIN_FREE_AFTER_FULL)
             {
+                // The segments share the full file system: free some.
                 self.free_space();
                 r = self.cat.append_frames(id, &frames, bytes);
             }
             match r {
-                // Relaxed: statistics.
                 Ok(()) => {
+                    // Relaxed: statistics.
                     self.m.recorded.inc_by(frames.len() as u64);
+                    if let Some(since) = self.catalog_full.take() {
+                        info!(
+                            after_s = since.elapsed().as_secs(),
+                            "catalog: writable again; the frames kept meanwhile are catalogued"
+                        );
+                    }
+                }
+                Err(e) if crate::catalog::is_disk_full(&e) => {
+                    if self.catalog_full.is_none() {
+                        // Relaxed: statistics.
+                        self.m.disk_full.inc();
+                        warn!(
+                            "catalog: disk full ({e:#}); the failed transactions changed nothing, up to \
+                             {CATALOG_BACKLOG} frames are kept in memory until there is space; recording goes on"
+                        );
+                        self.catalog_full = Some(Instant::now());
+                    }
+                    self.keep_for_later(id, frames);
                 }
                 Err(e) => {
                     warn!("catalog: cannot add {} frames to segment {id}: {e:#}", frames.len());
                     self.m.unlisted.inc_by(frames.len() as u64);
                 }
             }
+        }
+    }
+
+    /// Puts frames that could not be catalogued back in front of the batch,
+    /// keeping at most [`CATALOG_BACKLOG`] frames in all (the oldest beyond
+    /// it are counted as unlisted).
+    fn keep_for_later(&mut self, id: i64, frames: Vec<FrameRow>) {
+        let entry = self.batch.entry(id).or_default();
+        entry.splice(0..0, frames);
+        let mut total: usize = self.batch.values().map(Vec::len).sum();
+        let mut ids: Vec<i64> = self.batch.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            if total <= CATALOG_BACKLOG {
+                break;
+            }
+            let Some(v) = self.batch.get_mut(&id) else { continue };
+            let n = (total - CATALOG_BACKLOG).min(v.len());
+            v.drain(..n);
+            total -= n;
+            // Relaxed: statistics.
+            self.m.unlisted.inc_by(n as u64);
         }
     }
 

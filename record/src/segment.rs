@@ -92,13 +92,22 @@ fn launch(format: &VideoFormat, s: &EncodeSettings, path: &Path) -> anyhow::Resu
     }
     let (num, den) = encoder::rate(format);
     let fps = f64::from(num) / f64::from(den.max(1));
-    let gop = ((s.gop.as_secs_f64() * fps).round() as u64).max(1);
+    let gop = encoder::gop_frames(s.gop, fps);
     Ok(format!(
         "{src} ! videoconvert ! video/x-raw,format={} ! {} ! h264parse name=parse ! \
          mp4mux fragment-duration={FRAGMENT_MS} ! {sink}",
         s.encoder.input_format(format.pixel),
-        s.encoder.launch(gop, s.bitrate)
+        encoder::launch(s.encoder, gop, s.bitrate)
     ))
+}
+
+/// The recorder's counters a segment adds to.
+#[derive(Clone)]
+pub struct Counters {
+    /// Frames written but not catalogued (the catalog's channel was full).
+    pub unlisted: Counter,
+    /// Frames dropped by the full appsrc queue.
+    pub dropped: Counter,
 }
 
 /// A segment being written.
@@ -115,6 +124,10 @@ pub struct SegmentWriter {
     pub opened: Instant,
     /// Frames pushed.
     pub pushed: u64,
+    /// Frames the full appsrc queue dropped (already counted as dropped).
+    pub leaked: u64,
+    dropped: Counter,
+    queue: u64,
     last_pts: Option<u64>,
     period_ns: u64,
     pending: Arc<Mutex<VecDeque<(u64, u64, u64)>>>,
@@ -132,7 +145,7 @@ pub struct Failure {
 impl SegmentWriter {
     /// Builds and starts the pipeline writing `path`; every frame that
     /// reaches the muxer goes to `written` (without blocking: when the
-    /// channel is full it is counted in `unlisted`).
+    /// channel is full it is counted in `counters.unlisted`).
     pub fn start(
         id: i64,
         path: PathBuf,
@@ -140,8 +153,9 @@ impl SegmentWriter {
         settings: &EncodeSettings,
         start_ns: u64,
         written: SyncSender<Written>,
-        unlisted: Counter,
+        counters: Counters,
     ) -> anyhow::Result<SegmentWriter> {
+        let Counters { unlisted, dropped } = counters;
         let desc = launch(format, settings, &path)?;
         let pipeline = gst::parse::launch(&desc)
             .with_context(|| format!("cannot build the segment pipeline `{desc}`"))?
@@ -199,6 +213,9 @@ impl SegmentWriter {
             start_ns,
             opened: Instant::now(),
             pushed: 0,
+            leaked: 0,
+            dropped,
+            queue: u64::from(settings.queue),
             last_pts: None,
             period_ns,
             pending,
@@ -230,8 +247,16 @@ impl SegmentWriter {
             q.push_back((pts, frame_id, capture_ns));
         }
         let keep = buf.clone();
+        // A full queue (the encoder or the disk stalled) drops its oldest
+        // frame to take this one: counted now, not when the segment closes.
+        let full = self.appsrc.current_level_buffers() >= self.queue;
         if self.appsrc.push_buffer(buf).is_ok() {
             self.pushed += 1;
+            if full {
+                self.leaked += 1;
+                // Relaxed: statistics.
+                self.dropped.inc();
+            }
         }
         keep
     }

@@ -14,6 +14,7 @@ use shm_proto::{PixelFormat, Reader, ReaderOptions, Start, VideoFormat};
 
 use crate::catalog::{Catalog, Located};
 use crate::encoder;
+use crate::media::SegmentReader;
 use crate::segment::NullOnDrop;
 use crate::{ring, time};
 
@@ -139,39 +140,18 @@ fn from_ring(name: &str, q: Query, out: &Path) -> anyhow::Result<Option<Found>> 
     Ok(Some(Found { tier: Tier::Ring, frame_id, capture_ns }))
 }
 
-/// Decodes the frame at `pts_ns` of a segment file and writes it.
+/// Decodes the frame of a segment file and writes it: a key-unit seek to
+/// the keyframe at or before it (by the catalog's timestamps), then decoding
+/// forward to the frame, matched by its catalogued timestamp.
 fn from_disk(cat: &Catalog, loc: &Located, out: &Path) -> anyhow::Result<Found> {
     let path = cat.abs(&loc.segment.path);
-    let ploc = path.to_str().context("segment path is not UTF-8")?.replace('"', "");
-    let p = gst::parse::launch(&format!(
-        "filesrc location=\"{ploc}\" ! decodebin ! appsink name=sink sync=false caps=video/x-raw"
-    ))?
-    .downcast::<gst::Pipeline>()
-    .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
-    let _g = NullOnDrop(p.clone());
-    let sink = p.by_name("sink").and_then(|e| e.downcast::<gst_app::AppSink>().ok()).context("no appsink")?;
-    p.set_state(gst::State::Paused).with_context(|| format!("cannot read {}", path.display()))?;
-    let (res, _, _) = p.state(gst::ClockTime::from_seconds(10));
-    res.with_context(|| format!("cannot read {}", path.display()))?;
-    // Decode from the start of the segment and count frames: the catalog
-    // knows the order of the frames in the file, so the answer does not
-    // depend on how a decoder timestamps frames after a seek (seeking to a
-    // keyframe and trusting the decoded timestamps gave the frame before the
-    // one asked for, 1 time in 3).
     let frames = cat.frames(loc.segment.id)?;
     let target =
         frames.iter().position(|f| f.frame_id == loc.frame.frame_id).context("frame not in its segment's list")?;
-    p.set_state(gst::State::Playing)?;
-    let mut sample = sink.try_pull_sample(gst::ClockTime::from_seconds(10));
-    let mut idx = 0;
-    while idx < target && sample.is_some() {
-        sample = sink.try_pull_sample(gst::ClockTime::from_seconds(10));
-        idx += 1;
-    }
-    let s = sample.with_context(|| format!("frame {} not decodable from {}", loc.frame.frame_id, path.display()))?;
+    let s = SegmentReader::frame_at(&path, true, &frames, target)?;
     let caps = s.caps().context("decoded frame without caps")?.to_owned();
     let buf = s.buffer_owned().context("decoded frame without data")?;
-    drop(_g);
+    drop(s);
     write_image(buf, &caps, out)?;
     Ok(Found {
         tier: Tier::Disk { segment: loc.segment.path.clone(), pts_ns: loc.frame.pts_ns },

@@ -28,6 +28,20 @@ pub fn file_stamp(ns: u64) -> String {
 /// Parses RFC 3339 (any offset) or Unix seconds (`1764468785.25`) into Unix ns.
 pub fn parse_time(s: &str) -> anyhow::Result<u64> {
     let s = s.trim();
+    // Digits with up to nine decimals: exact to the nanosecond.
+    if let Some((int, frac)) = s.split_once('.').or(Some((s, "")))
+        && !int.is_empty()
+        && int.len() <= 11
+        && frac.len() <= 9
+        && int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+    {
+        let secs: u64 = int.parse()?;
+        let frac_ns: u64 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse()? };
+        if secs >= 100_000_000_000 {
+            bail!("Unix seconds out of range");
+        }
+        return Ok(secs * 1_000_000_000 + frac_ns);
+    }
     if let Ok(secs) = s.parse::<f64>() {
         if !(secs.is_finite() && (0.0..1e11).contains(&secs)) {
             bail!("Unix seconds out of range");
@@ -51,6 +65,8 @@ mod tests {
         assert_eq!(parse_time(&s).unwrap(), ns);
         assert_eq!(parse_time("2025-11-30T03:13:05.123456+01:00").unwrap(), ns);
         assert_eq!(parse_time("1764468785.5").unwrap(), 1_764_468_785_500_000_000);
+        assert_eq!(parse_time("1796017319.489988184").unwrap(), 1_796_017_319_489_988_184);
+        assert_eq!(parse_time("1796017319").unwrap(), 1_796_017_319_000_000_000);
         assert_eq!(file_stamp(ns), "20251130T021305.123Z");
         assert!(parse_time("yesterday").is_err());
         assert!(parse_time("-5").is_err());

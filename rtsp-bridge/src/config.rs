@@ -84,16 +84,8 @@ pub struct Args {
     pub common: shmcast_common::CommonArgs,
 }
 
-/// Which H.264 encoder the user asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EncoderChoice {
-    /// x264enc if installed, else openh264enc.
-    Auto,
-    /// x264enc (gstreamer1.0-plugins-ugly).
-    X264,
-    /// openh264enc (gstreamer1.0-plugins-bad).
-    OpenH264,
-}
+/// Which H.264 encoder the user asked for (shared with every binary that encodes).
+pub use shmcast_common::h264::EncoderChoice;
 
 /// RTSP Basic credentials.
 #[derive(Clone)]

@@ -11,107 +11,13 @@
 //! MJPEG: `appsrc ! rtpjpegpay name=pay0`, passed through without re-encoding.
 #![forbid(unsafe_code)]
 
-use anyhow::bail;
 use gstreamer as gst;
 use shm_proto::{PixelFormat, VideoFormat};
 
-use crate::config::{Config, EncoderChoice};
+use crate::config::Config;
 
-/// An installed H.264 encoder.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Encoder {
-    /// x264enc.
-    X264,
-    /// openh264enc.
-    OpenH264,
-}
-
-impl Encoder {
-    /// The GStreamer element name.
-    pub const fn element(self) -> &'static str {
-        match self {
-            Encoder::X264 => "x264enc",
-            Encoder::OpenH264 => "openh264enc",
-        }
-    }
-
-    /// The `--encoder` value that asks for it.
-    pub const fn flag(self) -> &'static str {
-        match self {
-            Encoder::X264 => "x264",
-            Encoder::OpenH264 => "openh264",
-        }
-    }
-
-    /// The Debian/Ubuntu package that provides the element.
-    pub const fn package(self) -> &'static str {
-        match self {
-            Encoder::X264 => "gstreamer1.0-plugins-ugly",
-            Encoder::OpenH264 => "gstreamer1.0-plugins-bad",
-        }
-    }
-
-    fn installed(self) -> bool {
-        gst::ElementFactory::find(self.element()).is_some()
-    }
-
-    /// Resolves the user's choice against what is installed (`gst::init` first).
-    pub fn resolve(choice: EncoderChoice) -> anyhow::Result<Encoder> {
-        Self::resolve_with(choice, Encoder::installed)
-    }
-
-    /// [`Encoder::resolve`] against an `installed` predicate: the errors name
-    /// the missing element, the package that provides it and, for an explicit
-    /// choice, whether the other encoder would do, so that the one error line
-    /// says what to do.
-    fn resolve_with(choice: EncoderChoice, installed: impl Fn(Encoder) -> bool) -> anyhow::Result<Encoder> {
-        let (x264, openh264) = (Encoder::X264, Encoder::OpenH264);
-        let wanted = match choice {
-            EncoderChoice::Auto => {
-                // x264 first, as documented: it takes NV12 sources without a conversion.
-                if let Some(e) = [x264, openh264].into_iter().find(|&e| installed(e)) {
-                    return Ok(e);
-                }
-                bail!(
-                    "no H.264 encoder installed (GStreamer finds neither {} nor {}): install {} ({}) or {} ({})",
-                    x264.element(),
-                    openh264.element(),
-                    x264.package(),
-                    x264.element(),
-                    openh264.package(),
-                    openh264.element()
-                )
-            }
-            EncoderChoice::X264 => x264,
-            EncoderChoice::OpenH264 => openh264,
-        };
-        if installed(wanted) {
-            return Ok(wanted);
-        }
-        let other = if wanted == x264 { openh264 } else { x264 };
-        let alternative = if installed(other) {
-            format!("{} is installed: use --encoder {} or --encoder auto", other.element(), other.flag())
-        } else {
-            format!("no other H.264 encoder is installed either ({} is in {})", other.element(), other.package())
-        };
-        bail!(
-            "--encoder {}: {} is not installed (install {}); {alternative}",
-            wanted.flag(),
-            wanted.element(),
-            wanted.package()
-        )
-    }
-
-    /// The raw format fed to the encoder for a stream whose first producer
-    /// sends `pixel`: x264 takes NV12 and I420 as they are; everything else
-    /// (and anything for openh264, which takes only I420) becomes I420.
-    pub fn input_format(self, pixel: PixelFormat) -> &'static str {
-        match (self, pixel) {
-            (Encoder::X264, PixelFormat::Nv12) => "NV12",
-            _ => "I420",
-        }
-    }
-}
+/// The H.264 encoder choice, shared with every binary that encodes.
+pub use shmcast_common::h264::Encoder;
 
 /// The stream's nominal rate as a fraction (30/1 when the producer did not say).
 pub fn rate(format: &VideoFormat) -> (i32, i32) {
@@ -187,24 +93,6 @@ pub fn launch(cfg: &Config, encoder: Encoder, format: &VideoFormat) -> String {
 mod tests {
     use super::*;
     use clap::Parser;
-
-    #[test]
-    fn resolve_names_the_missing_encoder_and_its_package() {
-        let only = |e: Encoder| move |x: Encoder| x == e;
-        assert_eq!(Encoder::resolve_with(EncoderChoice::Auto, |_| true).unwrap(), Encoder::X264);
-        assert_eq!(Encoder::resolve_with(EncoderChoice::Auto, only(Encoder::OpenH264)).unwrap(), Encoder::OpenH264);
-        let e = Encoder::resolve_with(EncoderChoice::Auto, |_| false).unwrap_err().to_string();
-        assert!(e.starts_with("no H.264 encoder installed"), "{e}");
-        assert!(e.contains("gstreamer1.0-plugins-ugly (x264enc)"), "{e}");
-        assert!(e.contains("gstreamer1.0-plugins-bad (openh264enc)"), "{e}");
-        let e = Encoder::resolve_with(EncoderChoice::X264, only(Encoder::OpenH264)).unwrap_err().to_string();
-        assert!(e.contains("x264enc is not installed (install gstreamer1.0-plugins-ugly)"), "{e}");
-        assert!(e.contains("use --encoder openh264"), "{e}");
-        let e = Encoder::resolve_with(EncoderChoice::OpenH264, |_| false).unwrap_err().to_string();
-        assert!(e.contains("openh264enc is not installed (install gstreamer1.0-plugins-bad)"), "{e}");
-        assert!(e.contains("no other H.264 encoder is installed either"), "{e}");
-        assert!(!e.contains('\n'), "{e}");
-    }
 
     #[test]
     fn launch_lines_parse() {
