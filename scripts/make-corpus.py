@@ -7,7 +7,12 @@ dusk, meteors, aircraft, satellites) is drawn with numpy from a seed, temporal
 noise is added per frame, and ffmpeg (libx264 / mjpeg) compresses it. Every
 clip is reproducible from (set, seed, size).
 
-usage: make-corpus.py OUTDIR [--set full|ci] [--seed N] [--width W --height H] [--static-clips N]
+usage: make-corpus.py OUTDIR [--set full|ci|static] [--seed N] [--width W --height H] [--static-clips N]
+                      [--static-frames N] [--only NAMES]
+
+Sets: full (13 event clips, --static-clips static skies at H.264 CRF 23 and
+as many at CRF 28), ci (3 small clips), static (one long static sky, H.264
+CRF 28 GOP 60, uniform noise 10, --static-frames frames: the false-event rate).
 
 Writes OUTDIR/corpus.json (the clip list: file, GStreamer source fragment,
 condition, frames, static flag) and OUTDIR/<clip>.truth.jsonl (one object per
@@ -323,8 +328,13 @@ MJPEG = lambda q: dict(codec="mjpeg", q=q)  # noqa: E731
 RAW = dict(codec="raw")
 
 
-def clip_set(which, static_clips):
+def clip_set(which, static_clips, static_frames=18000):
     ev = dict(meteors=8, planes=1, satellites=1, hot=40, frames=1000)
+    if which == "static":
+        # One long static sky, heavily compressed: the false-event rate.
+        return [("static-long-h264-crf28-u10", dict(frames=static_frames, hot=40, static=True,
+                                                     condition="static sky h264 crf28 gop60, uniform 10 (long)",
+                                                     codec=H264(28, 60), noise=("u", 10)))]
     if which == "ci":
         ci = dict(ev, frames=600, meteors=6)
         return [
@@ -353,23 +363,28 @@ def clip_set(which, static_clips):
         clips.append((f"static-{i}-h264-crf23-u10", dict(frames=1000, hot=40, static=True,
                                                          condition="static sky h264 crf23, uniform 10",
                                                          codec=H264(23, 60), noise=("u", 10))))
+    for i in range(static_clips):
+        clips.append((f"static-{i}-h264-crf28-u10", dict(frames=1000, hot=40, static=True,
+                                                         condition="static sky h264 crf28 gop60, uniform 10",
+                                                         codec=H264(28, 60), noise=("u", 10))))
     return clips
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out")
-    ap.add_argument("--set", default="full", choices=["full", "ci"])
+    ap.add_argument("--set", default="full", choices=["full", "ci", "static"])
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=720)
-    ap.add_argument("--static-clips", type=int, default=6, help="1000-frame static-sky clips (full set)")
+    ap.add_argument("--static-clips", type=int, default=3, help="1000-frame static-sky clips per CRF (full set)")
+    ap.add_argument("--static-frames", type=int, default=18000, help="frames of the long static sky (set static)")
     ap.add_argument("--only", default="", help="comma-separated clip names to render")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     clips = []
     only = set(filter(None, a.only.split(",")))
-    for i, (name, spec) in enumerate(clip_set(a.set, a.static_clips)):
+    for i, (name, spec) in enumerate(clip_set(a.set, a.static_clips, a.static_frames)):
         if only and name not in only:
             continue
         seed = a.seed * 1000 + i

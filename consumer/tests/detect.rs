@@ -259,3 +259,67 @@ fn overload_counts_lost_frames_and_keeps_running() {
     assert!(lost > 0, "{s}");
     assert!(frames + lost <= 1500 && overruns <= frames, "{s}");
 }
+
+/// `--mask-file` with a PNG drawn by ffmpeg (another tool, at another size:
+/// scaled to the stream) that blacks out the left half of the frame: the test
+/// pattern's injected events there give no event at all, those in the right
+/// half are still found.
+#[test]
+fn mask_file_drawn_by_ffmpeg_hides_its_region() {
+    let name = unique("maskfile");
+    let _seg = Segment(name.clone());
+    let dir = std::env::temp_dir().join(format!("shmcast-maskfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mask = dir.join("mask.png");
+    let truth = dir.join("truth.jsonl");
+    let ff = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "color=c=white:s=320x180"])
+        .args(["-vf", "drawbox=x=0:y=0:w=160:h=180:color=black:t=fill", "-frames:v", "1"])
+        .arg(&mask)
+        .output()
+        .expect("run ffmpeg (installed by scripts/setup.sh)");
+    assert!(ff.status.success(), "ffmpeg failed:\n{}", show(&ff));
+    let mask_arg = mask.display().to_string();
+    let det = Proc::spawn("shmcast-detect", &mut detector(&name, &["--exit-on-close", "--mask-file", &mask_arg]));
+    let truth_arg = truth.display().to_string();
+    let args = ["--format", "gray8", "--fps", "0", "--noise", "4", "--frames", "1500", "--slots", "2048"];
+    let args2 = ["--events", "20", "--seed", "3", "--truth", &truth_arg];
+    let prod =
+        Proc::spawn("shmcast-producer", &mut testsrc(&name, 1280, 720, &[&args[..], &args2[..]].concat())).output(LONG);
+    assert!(prod.status.success(), "producer failed:\n{}", show(&prod));
+    let out = det.output(LONG);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mask image"), "{}", show(&out));
+    let lines = json_lines(&String::from_utf8_lossy(&out.stdout));
+    let summary = lines.last().expect("summary");
+    assert_eq!((&summary["type"], &summary["frames"], &summary["lost"]), (&"summary".into(), &1500.into(), &0.into()));
+    let events: Vec<_> = lines.iter().filter(|v| v["type"] != "summary").collect();
+    let truth = json_lines(&std::fs::read_to_string(&truth).unwrap());
+    let _ = std::fs::remove_dir_all(&dir);
+    let bbox = |v: &serde_json::Value| -> [u64; 4] { std::array::from_fn(|i| v["bbox"][i].as_u64().unwrap()) };
+    // Nothing is detected in the masked half, not even the part of an event
+    // that crosses into the other half.
+    for e in &events {
+        assert!(bbox(e)[0] >= 640, "event in the masked half: {e}");
+    }
+    let left: Vec<_> = truth.iter().filter(|t| bbox(t)[0] + bbox(t)[2] < 640).collect();
+    let right: Vec<_> = truth.iter().filter(|t| bbox(t)[0] >= 648).collect();
+    assert!(left.len() >= 3 && right.len() >= 3, "seed gives {} events left, {} right", left.len(), right.len());
+    // Events wholly in the analysed half are found (frames overlap, boxes intersect).
+    let found = right
+        .iter()
+        .filter(|t| {
+            let (tb, f0, f1) = (bbox(t), t["start_frame"].as_u64().unwrap(), t["end_frame"].as_u64().unwrap());
+            events.iter().any(|e| {
+                let (eb, e0, e1) = (bbox(e), e["start_frame"].as_u64().unwrap(), e["end_frame"].as_u64().unwrap());
+                e0 <= f1
+                    && f0 <= e1
+                    && eb[0] <= tb[0] + tb[2]
+                    && tb[0] <= eb[0] + eb[2]
+                    && eb[1] <= tb[1] + tb[3]
+                    && tb[1] <= eb[1] + eb[3]
+            })
+        })
+        .count();
+    assert!(10 * found >= 9 * right.len(), "found {found} of {} events in the analysed half", right.len());
+}

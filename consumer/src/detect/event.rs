@@ -188,7 +188,15 @@ mod tests {
             peak_frame: 5,
             peak_bbox: [1, 2, 3, 4],
             speed: 12.34,
-            points: vec![TrackPoint { frame: 3, x: 1.26, y: 2.0, sum: 10.0, bbox: [0; 4], capture_ns: 0 }],
+            points: vec![TrackPoint {
+                frame: 3,
+                x: 1.26,
+                y: 2.0,
+                sum: 10.0,
+                bbox: [0; 4],
+                capture_ns: 0,
+                evidence: 0.0,
+            }],
             snapshot: None,
         };
         let v: serde_json::Value = serde_json::from_str(&EventRecord::new(f, None).to_json()).unwrap();

@@ -26,11 +26,13 @@
 #![forbid(unsafe_code)]
 
 pub mod blobs;
+pub mod cli;
 pub mod event;
 pub mod luma;
 pub mod mask;
 pub mod model;
 pub mod mqtt;
+pub mod run;
 pub mod sink;
 pub mod snapshot;
 pub mod track;
@@ -375,6 +377,8 @@ impl Detector {
                     let b = self.binner.bin() as f32;
                     // Twice the seed threshold, in levels (global σ).
                     let marginal = 2.0 * self.model.seed_threshold() * self.model.sigma();
+                    // The noise the threshold is set against, in levels.
+                    let noise = self.model.gain() * self.model.threshold_sigma();
                     let bu = self.binner.bin() as u32;
                     let area = b * b;
                     for bl in &self.blobs.blobs {
@@ -387,6 +391,7 @@ impl Detector {
                             // A couple of changing cells: not just noise on a still region.
                             moving: bl.moving >= 2,
                             marginal: bl.peak < marginal,
+                            evidence: bl.sum / noise,
                         });
                     }
                 } else {
@@ -412,10 +417,6 @@ impl Detector {
             self.model.set_gain(g);
             self.dets.clear();
         }
-        // A burst: marginal detections far above their usual rate on one frame.
-        let marginal = self.dets.iter().filter(|d| d.marginal).count();
-        let per = marginal as f32 * 1e5 / self.model.active_cells().max(1) as f32;
-        self.tracker.burst = marginal >= 3 && per > 4.0 * NoiseTail::TARGET.max(self.tail.rate);
         self.tracker.update(frame_id, capture_ns, &self.dets, &mut self.finished);
         if outcome == Outcome::Detect && !calibrating {
             let g = self.tail.update(self.tracker.started, self.model.active_cells());

@@ -233,6 +233,11 @@ impl Model {
     pub fn sigma(&self) -> f32 {
         self.global_var.sqrt()
     }
+    /// The σ the thresholds are applied to at the least: the global σ, but
+    /// not under [`ModelParams::min_sigma`] (the floor of every cell's σ).
+    pub fn threshold_sigma(&self) -> f32 {
+        self.sigma().max(self.p.min_sigma)
+    }
 
     /// Folds the cell means `cur` of a validated frame into the model and
     /// computes the foreground.

@@ -38,6 +38,10 @@ pub struct TrackParams {
     /// Fewest frames with a detection for a meteor: one- and two-frame
     /// coincidences of noise are never meteors.
     pub meteor_min_hits: u64,
+    /// Least evidence of a meteor: the sum over its detections of their
+    /// integrated difference in units of `σ × gain` per cell (see
+    /// [`Detection::evidence`]).
+    pub meteor_min_evidence: f32,
     /// Fewest frames with a detection for a motion event.
     pub motion_min_hits: usize,
     /// Smallest movement of a motion event's centroid (its extent), in px.
@@ -71,6 +75,7 @@ impl Default for TrackParams {
             meteor_max_frames: 60,
             meteor_min_speed: 4.0,
             meteor_min_hits: 3,
+            meteor_min_evidence: 300.0,
             motion_min_hits: 4,
             motion_min_extent: 12.0,
             coast_frames: 45,
@@ -102,6 +107,10 @@ pub struct Detection {
     /// Barely above the threshold (peak under twice the seed threshold):
     /// what the noise's tail produces; counted by the threshold's adaptation.
     pub marginal: bool,
+    /// Integrated |difference| in units of the seed threshold's noise
+    /// (`σ × gain`, luma levels) per cell: how much evidence the detection
+    /// carries, independent of the source's noise level.
+    pub evidence: f32,
 }
 
 impl Detection {
@@ -119,6 +128,7 @@ impl Detection {
         self.bbox = union(self.bbox, o.bbox);
         self.moving |= o.moving;
         self.marginal &= o.marginal;
+        self.evidence += o.evidence;
     }
 }
 
@@ -154,6 +164,9 @@ pub struct TrackPoint {
     /// Capture time of the frame, Unix ns (not in the JSON).
     #[serde(skip)]
     pub capture_ns: u64,
+    /// The detection's [`Detection::evidence`] (not in the JSON).
+    #[serde(skip)]
+    pub evidence: f32,
 }
 
 /// Event classes.
@@ -248,10 +261,12 @@ struct Track {
     anchor: (f32, f32),
     /// Hits whose detection was point-like (see [`TrackParams::point_max`]).
     small_hits: u64,
-    /// Hits whose detection was clearly above the threshold (not marginal).
-    clear_hits: u64,
-    /// Started on a burst frame (see [`Tracker::burst`]).
-    burst: bool,
+    /// Times the centroid progressed 3 px from where it last progressed,
+    /// getting further from where the track began (jitter between two
+    /// places does not count).
+    progress: u32,
+    /// Centroid of the first detection.
+    origin: (f32, f32),
 }
 
 impl Track {
@@ -294,11 +309,6 @@ pub struct Tracker {
     /// Tracks started on the current frame from marginal detections (see
     /// [`Detection::marginal`]) that nobody claimed.
     pub started: usize,
-    /// Set by the caller before [`Tracker::update`]: the frame has a burst of
-    /// marginal detections all over (an H.264 I-frame refreshing every
-    /// block at once). Tracks starting on it need most of their detections
-    /// clearly above the noise to be meteors.
-    pub burst: bool,
 }
 
 impl Tracker {
@@ -314,7 +324,6 @@ impl Tracker {
             refresh: Vec::with_capacity(snapshot_slots),
             acquired: Vec::with_capacity(snapshot_slots),
             started: 0,
-            burst: false,
         }
     }
 
@@ -335,9 +344,20 @@ impl Tracker {
         for t in &mut self.active {
             t.hit = false;
         }
+        // Fast tracks (meteors) take every moving fragment inside their gate:
+        // a faint streak breaks into pieces along its path (compression,
+        // noise), which would otherwise start tracks of their own beside it.
+        // They never take a detection that holds still: the ghost a streak
+        // leaves behind in P-frames of compressed video.
+        let mut fast = [false; 256];
+        for (f, t) in fast.iter_mut().zip(&self.active) {
+            let (vx, vy) = t.velocity();
+            *f = t.points.len() >= 2 && vx.hypot(vy) >= 2.0 * self.p.meteor_min_speed;
+        }
         // Candidate pairs inside each track's gate.
         self.pairs.clear();
         for (ti, t) in self.active.iter().enumerate() {
+            let fast_track = fast.get(ti).copied().unwrap_or(false);
             let dt = frame.saturating_sub(t.last_frame).max(1) as f32;
             let (vx, vy) = t.velocity();
             let (px, py) = (t.last.x + vx * dt, t.last.y + vy * dt);
@@ -350,7 +370,7 @@ impl Tracker {
             }
             for (di, d) in dets.iter().enumerate() {
                 let dist = (d.x - px).hypot(d.y - py);
-                if dist <= r && ti < u16::MAX as usize && di < u16::MAX as usize {
+                if dist <= r && (d.moving || !fast_track) && ti < u16::MAX as usize && di < u16::MAX as usize {
                     self.pairs.push((dist, ti as u16, di as u16));
                 }
             }
@@ -373,7 +393,7 @@ impl Tracker {
                     self.claimed[di] = Some(ti as u16);
                 }
                 Some(a) => {
-                    if overlaps(a.bbox, dets[di].bbox, self.p.gate as u32) {
+                    if overlaps(a.bbox, dets[di].bbox, self.p.gate as u32) || fast[ti] {
                         a.merge(&dets[di]);
                         self.claimed[di] = Some(ti as u16);
                     }
@@ -426,8 +446,8 @@ impl Tracker {
                 last_moving: 0,
                 anchor: (0.0, 0.0),
                 small_hits: 0,
-                clear_hits: 0,
-                burst: false,
+                progress: 0,
+                origin: (0.0, 0.0),
             });
             t.points.clear();
             t.bbox = d.bbox;
@@ -439,8 +459,8 @@ impl Tracker {
             t.hits = 0;
             t.moving_hits = 0;
             t.small_hits = 0;
-            t.clear_hits = 0;
-            t.burst = self.burst;
+            t.progress = 0;
+            t.origin = (d.x, d.y);
             t.last_moving = frame;
             t.anchor = (d.x, d.y);
             t.snapshot = self.free_slots.pop();
@@ -455,8 +475,17 @@ impl Tracker {
         let mut i = 0;
         while i < self.active.len() {
             let t = &self.active[i];
-            let ended = frame.saturating_sub(t.last_frame) > self.max_miss(t)
-                || frame.saturating_sub(t.last_moving) > self.p.max_still;
+            let coasts = self.coasts(t);
+            let max_miss = if coasts { self.p.coast_frames.max(self.p.max_miss) } else { self.p.max_miss };
+            // A slow point of light that has travelled steadily (progressed
+            // 3 px at least 3 times) may also stall that long: it progresses
+            // only every few detections and may be undetected in between (a
+            // satellite under clouds). A compression blob that held still
+            // and jumped once may not.
+            let max_still =
+                if coasts && t.progress >= 3 { self.p.coast_frames.max(self.p.max_still) } else { self.p.max_still };
+            let ended =
+                frame.saturating_sub(t.last_frame) > max_miss || frame.saturating_sub(t.last_moving) > max_still;
             let too_long = t.last_frame - t.first_frame + 1 >= self.p.max_event_frames;
             if ended || too_long {
                 let t = self.active.swap_remove(i);
@@ -467,27 +496,25 @@ impl Tracker {
         }
     }
 
-    /// Frames `t` may go without a detection: an established point-like track
-    /// that moves slowly and steadily coasts longer (blinking lights).
-    fn max_miss(&self, t: &Track) -> u64 {
+    /// Whether `t` is an established point-like track that moves slowly and
+    /// steadily: it may go [`TrackParams::coast_frames`] without a detection
+    /// (blinking lights) or without progress (a slow satellite under clouds).
+    fn coasts(&self, t: &Track) -> bool {
         let n = t.points.len();
         // Only points of light coast: an extended object that vanishes is
         // gone, and the next one to appear nearby is another object.
         if t.hits >= 5 && n >= 2 && 10 * t.small_hits >= 7 * t.hits {
             let (vx, vy) = t.velocity();
             let (a, b) = (t.points[0], t.points[n - 1]);
-            if vx.hypot(vy) <= self.p.pass_max_speed && (b.x - a.x).hypot(b.y - a.y) >= 3.0 {
-                return self.p.coast_frames.max(self.p.max_miss);
-            }
+            return vx.hypot(vy) <= self.p.pass_max_speed && (b.x - a.x).hypot(b.y - a.y) >= 3.0;
         }
-        self.p.max_miss
+        false
     }
 
     fn add(p: &TrackParams, t: &mut Track, frame: u64, capture_ns: u64, d: &Detection) {
         t.hits += 1;
         t.moving_hits += u64::from(d.moving);
         t.small_hits += u64::from(d.bbox[2].max(d.bbox[3]) <= p.point_max);
-        t.clear_hits += u64::from(!d.marginal);
         // Progress of the centroid counts as movement too: a dim, slow point
         // changes its cells too little per frame to be flagged moving.
         let progressed = (d.x - t.anchor.0).hypot(d.y - t.anchor.1) >= 3.0;
@@ -495,6 +522,10 @@ impl Tracker {
             t.last_moving = frame;
         }
         if progressed {
+            let from = |(x, y): (f32, f32)| (x - t.origin.0).hypot(y - t.origin.1);
+            if from((d.x, d.y)) >= from(t.anchor) + 2.0 {
+                t.progress += 1;
+            }
             t.anchor = (d.x, d.y);
         }
         t.hit = true;
@@ -518,7 +549,15 @@ impl Tracker {
                 });
                 t.thin *= 2;
             }
-            t.points.push(TrackPoint { frame, x: d.x, y: d.y, sum: d.sum, bbox: d.bbox, capture_ns });
+            t.points.push(TrackPoint {
+                frame,
+                x: d.x,
+                y: d.y,
+                sum: d.sum,
+                bbox: d.bbox,
+                capture_ns,
+                evidence: d.evidence,
+            });
         }
     }
 
@@ -531,7 +570,13 @@ impl Tracker {
 
     fn finish(&mut self, mut t: Track, out: &mut Vec<Finished>) {
         Self::trim(&mut t);
-        match self.classify(&t) {
+        let class = self.classify(&t).map(|(kind, speed, core)| {
+            if let Some((first, last)) = core {
+                Self::cut(&mut t, first, last);
+            }
+            (kind, speed)
+        });
+        match class {
             Some((kind, speed)) => out.push(Finished {
                 kind,
                 start_frame: t.first_frame,
@@ -575,7 +620,13 @@ impl Tracker {
         let faint = 0.15 * sums[sums.len() / 2];
         let first = t.points.iter().position(|p| p.sum >= faint).unwrap_or(0);
         let last = t.points.iter().rposition(|p| p.sum >= faint).unwrap_or(t.points.len() - 1);
-        if first == 0 && last == t.points.len() - 1 {
+        Self::cut(t, first, last);
+    }
+
+    /// Keeps points `first..=last` of a track whose points are all stored and
+    /// shrinks its span and box to them.
+    fn cut(t: &mut Track, first: usize, last: usize) {
+        if (first == 0 && last + 1 >= t.points.len()) || first > last || last >= t.points.len() {
             return;
         }
         let removed = t.points.len() - (last + 1 - first);
@@ -592,7 +643,9 @@ impl Tracker {
         t.moving_hits = t.moving_hits.min(t.hits);
     }
 
-    fn classify(&self, t: &Track) -> Option<(Kind, f32)> {
+    /// The class of a finished track and its speed; for a meteor whose
+    /// track had stalled ends, the range of points that are the meteor.
+    fn classify(&self, t: &Track) -> Option<Class> {
         let pts = &t.points;
         let n = t.hits;
         if n < 2 || pts.len() < 2 {
@@ -604,38 +657,11 @@ impl Tracker {
         let span = t.last_frame - t.first_frame + 1;
         let disp = (b.x - a.x).hypot(b.y - a.y);
         let path: f32 = pts.windows(2).map(|w| (w[1].x - w[0].x).hypot(w[1].y - w[0].y)).sum();
+        if let Some(m) = self.meteor(t) {
+            return Some(m);
+        }
         let fit = LineFit::new(pts);
         let speed = fit.speed();
-        // Straight: every point near the line of motion (how evenly they
-        // move along it is checked per step below).
-        let straight = fit.max_across <= 4.0 + 0.05 * disp;
-
-        // Meteor: fast, short, straight, and moving consistently: each step's
-        // velocity close to the fitted one (one outlier allowed from 5 points).
-        if span <= p.meteor_max_frames && n >= p.meteor_min_hits && speed >= p.meteor_min_speed && straight {
-            let tol = 0.5 * speed + 4.0;
-            let bad = pts
-                .windows(2)
-                .filter(|w| {
-                    let dt = (w[1].frame - w[0].frame).max(1) as f32;
-                    let (sx, sy) = ((w[1].x - w[0].x) / dt, (w[1].y - w[0].y) / dt);
-                    (sx - fit.vx).hypot(sy - fit.vy) > tol
-                })
-                .count();
-            let dense = 2 * n >= span;
-            // A meteor smears along its path during a frame's exposure: at
-            // least one detection is about as long as a frame's travel.
-            // Noise blobs that happen to line up are compact.
-            let mut lens: Vec<f32> = pts.iter().map(|q| (q.bbox[2] as f32).hypot(q.bbox[3] as f32)).collect();
-            lens.sort_unstable_by(f32::total_cmp);
-            let smeared = lens[lens.len() / 2] >= 0.6 * speed;
-            // And clearly above the noise at least once: what the noise's
-            // tail makes (an H.264 I-frame refreshing blocks) stays marginal.
-            let clear = if t.burst { 2 * t.clear_hits >= n } else { t.clear_hits > 0 };
-            if dense && smeared && clear && bad <= usize::from(pts.len() >= 5) {
-                return Some((Kind::Meteor, speed));
-            }
-        }
 
         // Aircraft and satellites: a point of light crossing steadily and long.
         let point_like = 10 * t.small_hits >= 7 * n;
@@ -645,7 +671,7 @@ impl Tracker {
             && speed >= 0.2
             && speed <= p.pass_max_speed
             && disp >= 20.0
-            && fit.max_residual <= 6.0 + 0.03 * disp
+            && fit.beyond(pts, 6.0 + 0.03 * disp) <= pts.len() / 50
         {
             // Blinking: frames several times brighter than usual (strobes),
             // or long stretches without a detection.
@@ -656,7 +682,7 @@ impl Tracker {
             let blinking = flashes >= 3 && 50 * flashes >= sums.len();
             let gappy = 10 * n < 6 * span;
             let kind = if blinking || gappy || speed > p.satellite_max_speed { Kind::Plane } else { Kind::Satellite };
-            return Some((kind, speed));
+            return Some((kind, speed, None));
         }
 
         let (mut x0, mut y0, mut x1, mut y1) = (f32::MAX, f32::MAX, f32::MIN, f32::MIN);
@@ -674,21 +700,114 @@ impl Tracker {
         // gates happened to chain), which travel far more than they get anywhere.
         let coherent = span >= 8 && 2 * n >= span && path <= 3.0 * extent + 8.0;
         if moving >= p.motion_min_hits && 2 * moving >= hits && extent >= p.motion_min_extent && coherent {
-            return Some((Kind::Motion, path / frames as f32));
+            return Some((Kind::Motion, path / frames as f32, None));
         }
         None
     }
 }
+
+impl Tracker {
+    /// The meteor test: the track's points, without stalled ends, must be
+    /// fast, short, straight, and move forward consistently on every frame.
+    ///
+    /// Stalled ends: compressed video repeats a block unchanged through a
+    /// run of P-frames, so the last (or first) detection of a streak can stay
+    /// put for a few frames; those are cut when the track otherwise moves
+    /// fast (its median step is at least the slowest meteor's). Compression
+    /// noise, by contrast, holds still through a GOP and jumps when an
+    /// I-frame refreshes the blocks: a track whose steps are mostly stalls is
+    /// never a meteor (each step must advance at least 0.3 × the speed).
+    fn meteor(&self, t: &Track) -> Option<Class> {
+        let p = &self.p;
+        let all = &t.points[..];
+        if t.thin != 1 || all.len() < 3 || t.last_frame - t.first_frame + 1 > p.meteor_max_frames + 10 {
+            return None;
+        }
+        let step =
+            |w: &[TrackPoint]| (w[1].x - w[0].x).hypot(w[1].y - w[0].y) / (w[1].frame - w[0].frame).max(1) as f32;
+        let mut steps: Vec<f32> = all.windows(2).map(step).collect();
+        steps.sort_unstable_by(f32::total_cmp);
+        let median = steps[steps.len() / 2];
+        let (mut first, mut last) = (0, all.len() - 1);
+        if median >= p.meteor_min_speed {
+            // An end step is cut when it stalls or goes against the
+            // direction of the rest (a noise blob next to where the streak began).
+            let off = |w: &[TrackPoint], a: &TrackPoint, b: &TrackPoint| {
+                step(w) < 0.25 * median || (w[1].x - w[0].x) * (b.x - a.x) + (w[1].y - w[0].y) * (b.y - a.y) <= 0.0
+            };
+            while last > first + 2 && off(&all[last - 1..=last], &all[first], &all[last - 1]) {
+                last -= 1;
+            }
+            while last > first + 2 && off(&all[first..=first + 1], &all[first + 1], &all[last]) {
+                first += 1;
+            }
+        }
+        let pts = &all[first..=last];
+        let n = pts.len() as u64;
+        let (a, b) = (pts[0], pts[pts.len() - 1]);
+        let span = b.frame - a.frame + 1;
+        if span > p.meteor_max_frames || n < p.meteor_min_hits {
+            return None;
+        }
+        let fit = LineFit::new(pts);
+        let speed = fit.speed();
+        let disp = (b.x - a.x).hypot(b.y - a.y);
+        // Straight: every point near the line of motion.
+        if speed < p.meteor_min_speed || fit.max_across > 4.0 + 0.05 * disp {
+            return None;
+        }
+        // Consistent: each step's velocity close to the fitted one, and
+        // forward by at least 0.3 × the speed (one outlier allowed from 5 points).
+        let tol = 0.5 * speed + 4.0;
+        let (ux, uy) = (fit.vx / speed, fit.vy / speed);
+        let bad = pts
+            .windows(2)
+            .filter(|w| {
+                let dt = (w[1].frame - w[0].frame).max(1) as f32;
+                let (sx, sy) = ((w[1].x - w[0].x) / dt, (w[1].y - w[0].y) / dt);
+                (sx - fit.vx).hypot(sy - fit.vy) > tol || sx * ux + sy * uy < 0.3 * speed
+            })
+            .count();
+        let dense = 2 * n >= span;
+        // A meteor smears along its path during a frame's exposure: the
+        // median detection is about as long as a frame's travel. Noise blobs
+        // that happen to line up are compact.
+        let mut lens: Vec<f32> = pts.iter().map(|q| (q.bbox[2] as f32).hypot(q.bbox[3] as f32)).collect();
+        lens.sort_unstable_by(f32::total_cmp);
+        let smeared = lens[lens.len() / 2] >= 0.6 * speed;
+        // A slow one is not much longer than its travel either: the block
+        // refresh of an H.264 I-frame makes wide, faint blobs (40–120 px)
+        // that wobble by 4–13 px/frame while the P-frames after it fade
+        // them out. (A fast meteor may leave a trail many frames long.)
+        let streak = speed >= 20.0 || lens[lens.len() / 2] <= 3.0 * speed + 16.0;
+        // And enough light in all: the track's integrated difference, in
+        // units of the threshold's noise, at least `meteor_min_evidence`.
+        // Compression noise that lines up for three frames carries a tenth
+        // of what the faintest meteor of the corpus does.
+        let clear = pts.iter().map(|q| q.evidence).sum::<f32>() >= p.meteor_min_evidence;
+        if dense && smeared && streak && clear && bad <= usize::from(pts.len() >= 5) {
+            let core = (first > 0 || last + 1 < all.len()).then_some((first, last));
+            return Some((Kind::Meteor, speed, core));
+        }
+        None
+    }
+}
+
+/// A track's class, its speed (px/frame) and, for a meteor whose track had
+/// stalled ends, the range of points that are the meteor.
+type Class = (Kind, f32, Option<(usize, usize)>);
 
 /// Least-squares uniform motion through track points: `x = x0 + vx·t`,
 /// `y = y0 + vy·t` (t = frame), and the largest distance of a point from it.
 struct LineFit {
     vx: f32,
     vy: f32,
-    /// Largest distance of a point from where the uniform motion puts it.
-    max_residual: f32,
     /// Largest distance of a point from the line of motion (across it only).
     max_across: f32,
+    /// Position at the first point's frame.
+    x0: f32,
+    /// See `x0`.
+    y0: f32,
 }
 
 impl LineFit {
@@ -724,7 +843,19 @@ impl LineFit {
         } else {
             max_residual
         };
-        LineFit { vx: vx as f32, vy: vy as f32, max_residual: max_residual as f32, max_across: max_across as f32 }
+        LineFit { vx: vx as f32, vy: vy as f32, max_across: max_across as f32, x0: x0 as f32, y0: y0 as f32 }
+    }
+
+    /// How many of `pts` (the points fitted) are further than `tol` from
+    /// where the uniform motion puts them.
+    fn beyond(&self, pts: &[TrackPoint], tol: f32) -> usize {
+        let t0 = pts.first().map_or(0, |q| q.frame);
+        pts.iter()
+            .filter(|q| {
+                let t = (q.frame - t0) as f32;
+                (q.x - self.x0 - self.vx * t).hypot(q.y - self.y0 - self.vy * t) > tol
+            })
+            .count()
     }
 
     fn speed(&self) -> f32 {
@@ -745,6 +876,7 @@ mod tests {
             peak: 50.0,
             moving: true,
             marginal: false,
+            evidence: 1000.0,
         }
     }
 
@@ -806,7 +938,16 @@ mod tests {
     }
 
     fn point(x: f32, y: f32, sum: f32) -> Detection {
-        Detection { x, y, bbox: [x as u32 - 3, y as u32 - 3, 6, 6], sum, peak: 30.0, moving: true, marginal: false }
+        Detection {
+            x,
+            y,
+            bbox: [x as u32 - 3, y as u32 - 3, 6, 6],
+            sum,
+            peak: 30.0,
+            moving: true,
+            marginal: false,
+            evidence: 100.0,
+        }
     }
 
     #[test]
@@ -840,5 +981,43 @@ mod tests {
         let mut t = Tracker::new(TrackParams { first_jump: 120.0, ..TrackParams::default() }, 0);
         let out = run(&mut t, (0..5u64).map(|f| (f, vec![det(100.0 + 40.0 * f as f32, 300.0, 4)])));
         assert!(out.iter().all(|e| e.kind != Kind::Meteor), "{out:?}");
+    }
+
+    #[test]
+    fn compression_blobs_stalling_then_jumping_are_not_meteors() {
+        // A block that holds still through a run of P-frames and jumps on
+        // the I-frame, twice: the old per-step tolerance took it for a slow meteor.
+        let mut t = Tracker::new(TrackParams::default(), 0);
+        let blob = (0..9u64).map(|f| (f, vec![det(500.0 + 12.0 * (f / 3) as f32, 500.0 + 4.0 * (f / 3) as f32, 16)]));
+        let out = run(&mut t, blob);
+        assert!(out.iter().all(|e| e.kind != Kind::Meteor), "{out:?}");
+        // A real streak with little evidence (compression noise lined up): no meteor.
+        let mut t = Tracker::new(TrackParams::default(), 0);
+        let faint = (0..3u64).map(|f| {
+            let mut d = det(100.0 + 12.0 * f as f32, 100.0, 16);
+            d.evidence = 40.0;
+            (f, vec![d])
+        });
+        assert!(run(&mut t, faint).is_empty());
+        // An I-frame's block refresh: a wide blob (60 px) wobbling 6 px/frame
+        // while it fades: far longer than its travel, not a streak.
+        let mut t = Tracker::new(TrackParams::default(), 0);
+        let wide = (0..3u64).map(|f| (f, vec![det(400.0 + 6.0 * f as f32, 300.0 + 2.0 * f as f32, 60)]));
+        assert!(run(&mut t, wide).iter().all(|e| e.kind != Kind::Meteor));
+    }
+
+    #[test]
+    fn a_meteor_whose_last_detection_stalls_is_cut_to_its_flight() {
+        // 10 frames at 20 px/frame, then the last streak stays put for 6
+        // frames (a block repeated by P-frames): one meteor, ending at frame 19.
+        let mut t = Tracker::new(TrackParams::default(), 0);
+        let pts = (10..26u64).map(|f| {
+            let k = f.min(19) - 10;
+            (f, vec![det(100.0 + 20.0 * k as f32, 300.0 + 5.0 * k as f32, 24)])
+        });
+        let out = run(&mut t, pts);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].kind, Kind::Meteor);
+        assert_eq!((out[0].start_frame, out[0].end_frame), (10, 19));
     }
 }
