@@ -24,6 +24,8 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use shm_proto::{PixelFormat, VideoFormat};
 
+mod join;
+
 /// Benchmark the RTSP bridge end to end, or run a stamped test source.
 #[derive(Parser)]
 #[command(
@@ -52,6 +54,35 @@ enum Cmd {
         /// Sizes to measure, WxH (repeatable).
         #[arg(long = "size", default_values_t = ["1280x720".to_string(), "1920x1080".to_string()])]
         sizes: Vec<String>,
+    },
+    /// Time from a client's start (and from its PLAY) to its first decoded
+    /// frame, over repeated joins: the first client of an idle mount, and a
+    /// client joining a mount another client is playing.
+    Join {
+        /// Joins measured per case and size (after one unmeasured warm-up join).
+        #[arg(long, default_value_t = 20)]
+        joins: usize,
+        /// Pixel format of the source.
+        #[arg(long, default_value = "i420")]
+        format: String,
+        /// Encoder passed to shmcast-rtsp.
+        #[arg(long, default_value = "auto")]
+        encoder: String,
+        /// Sizes to measure, WxH (repeatable).
+        #[arg(long = "size", default_values_t = ["1280x720".to_string(), "1920x1080".to_string()])]
+        sizes: Vec<String>,
+        /// The measuring client's rtspsrc `latency` (its jitterbuffer, ms).
+        #[arg(long, default_value_t = 0)]
+        client_latency: u32,
+        /// Seconds the mount stays without any client before each first-client join.
+        #[arg(long, default_value_t = 1.0)]
+        idle: f64,
+        /// Seconds over which the idle bridge's CPU is measured (no client).
+        #[arg(long, default_value_t = 10.0)]
+        idle_window: f64,
+        /// Extra argument for shmcast-rtsp (repeatable), e.g. --bridge-arg=--gop --bridge-arg=2.
+        #[arg(long = "bridge-arg", allow_hyphen_values = true)]
+        bridge_args: Vec<String>,
     },
     /// Publish stamped test frames until SIGINT/SIGTERM.
     Source {
@@ -88,6 +119,18 @@ fn main() -> ExitCode {
                 shmcast_rtsp::testsrc::run(&name, f, frames, &stop)
             }
             Some(Cmd::Latency { seconds, format, encoder, sizes }) => latency(seconds, &format, &encoder, &sizes),
+            Some(Cmd::Join { joins, format, encoder, sizes, client_latency, idle, idle_window, bridge_args }) => {
+                join::run(&join::Options {
+                    joins,
+                    format,
+                    encoder,
+                    sizes,
+                    client_latency,
+                    idle: Duration::from_secs_f64(idle.max(0.0)),
+                    idle_window: Duration::from_secs_f64(idle_window.max(0.1)),
+                    bridge_args,
+                })
+            }
             None => latency(10, "i420", "auto", &["1280x720".into(), "1920x1080".into()]),
         }
     })
