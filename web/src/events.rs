@@ -53,13 +53,9 @@ impl Since {
         if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
             return s.parse().map(Since::Id).map_err(|_| format!("invalid since={s}: event id out of range"));
         }
-        chrono::DateTime::parse_from_rfc3339(s)
-            .ok()
-            .and_then(|t| t.timestamp_nanos_opt())
-            .map(|ns| Since::Time(i128::from(ns)))
-            .ok_or_else(|| {
-                format!("invalid since={s:?}: expected an event id or an RFC 3339 time such as 2026-11-30T06:00:00Z")
-            })
+        chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| Since::Time(unix_ns(&t))).ok_or_else(|| {
+            format!("invalid since={s:?}: expected an event id or an RFC 3339 time such as 2026-11-30T06:00:00Z")
+        })
     }
 
     fn admits(&self, e: &StoredEvent) -> bool {
@@ -77,7 +73,12 @@ fn start_ns(obj: &serde_json::Map<String, Value>) -> Option<i128> {
         return Some(i128::from(ns));
     }
     let t = obj.get("start_time").and_then(Value::as_str)?;
-    chrono::DateTime::parse_from_rfc3339(t).ok()?.timestamp_nanos_opt().map(i128::from)
+    chrono::DateTime::parse_from_rfc3339(t).ok().map(|t| unix_ns(&t))
+}
+
+/// ns since the epoch, for any year chrono parses (i64 ns end in 2262).
+fn unix_ns(t: &chrono::DateTime<chrono::FixedOffset>) -> i128 {
+    i128::from(t.timestamp()) * 1_000_000_000 + i128::from(t.timestamp_subsec_nanos())
 }
 
 /// One event: the detector's JSON object plus `id` and `stream`.
@@ -320,6 +321,7 @@ mod tests {
         let t = 1_764_482_400_000_000_000i128; // 2025-11-30T06:00:00Z
         assert_eq!(Since::parse("2025-11-30T06:00:00Z"), Ok(Since::Time(t)));
         assert_eq!(Since::parse("2025-11-30T07:00:00.5+01:00"), Ok(Since::Time(t + 500_000_000)));
+        assert!(matches!(Since::parse("2999-01-01T00:00:00Z"), Ok(Since::Time(_))));
         for bad in ["", "-1", "yesterday", "2025-11-30", "2025-11-30 06:00:00", "99999999999999999999999"] {
             let e = Since::parse(bad).unwrap_err();
             assert!(e.starts_with("invalid since="), "{bad}: {e}");
@@ -363,7 +365,7 @@ mod tests {
         assert_eq!(all[1].kind, "motion");
         assert_eq!(all[1].json["stream"], "cam0");
         assert_eq!(events.query(None, Some("meteor"), None).len(), 1);
-        assert_eq!(events.query(None, None, Some(1)).len(), 1);
+        assert_eq!(events.query(None, None, Some(Since::Id(1))).len(), 1);
         assert_eq!(events.query(Some("other"), None, None).len(), 0);
         std::fs::write(&path, "{\"type\":\"meteor\"}\n").unwrap();
         t.poll(&events);

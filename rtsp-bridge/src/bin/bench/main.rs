@@ -75,7 +75,7 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         client_latency: u32,
         /// Seconds the mount stays without any client before each first-client join.
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(long, default_value_t = 2.0)]
         idle: f64,
         /// Seconds over which the idle bridge's CPU is measured (no client).
         #[arg(long, default_value_t = 10.0)]
