@@ -112,13 +112,6 @@ pub struct Shared {
     pub play_at: AtomicU64,
     /// Origin of `play_at`.
     pub epoch: Instant,
-    /// While set (and not past), feeders keep new frames instead of pushing
-    /// them: a client about to PLAY must not be sent the tail of a frame
-    /// encoded before its keyframe. Set on a client's PLAY request, cleared
-    /// once its keyframe is asked for; expires by itself.
-    pub hold_until: Mutex<Option<Instant>>,
-    /// Every media's frame counters, to see its encoder go idle.
-    pub in_flight: Mutex<Vec<InFlight>>,
     /// Feeder threads (joined at shutdown, pruned as they end).
     pub feeders: Mutex<Vec<JoinHandle<()>>>,
     /// The media pipelines (weak), set to NULL at shutdown if still alive.
@@ -137,47 +130,9 @@ impl Shared {
             play: PlaySignal::default(),
             play_at: AtomicU64::new(0),
             epoch: Instant::now(),
-            hold_until: Mutex::new(None),
-            in_flight: Mutex::new(Vec::new()),
             feeders: Mutex::new(Vec::new()),
             pipelines: Mutex::new(Vec::new()),
         }
-    }
-}
-
-impl Shared {
-    /// Whether feeders hold new frames back (see `hold_until`).
-    pub fn holding(&self) -> bool {
-        self.hold_until.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|t| Instant::now() < t)
-    }
-}
-
-/// One media's counters: buffers that left its appsrc and buffers that
-/// reached its payloader. Equal, with an empty appsrc queue: nothing is being
-/// encoded.
-pub struct InFlight {
-    /// The media's appsrc (weak: the media owns it).
-    pub appsrc: gst::glib::WeakRef<gst_app::AppSrc>,
-    /// Buffers out of the appsrc.
-    pub out: Arc<AtomicU64>,
-    /// Buffers into the payloader.
-    pub encoded: Arc<AtomicU64>,
-    /// The media's stream: while gst-rtsp-server blocks it (a media prepared
-    /// but never played), its encoder waits and nothing is in flight.
-    pub stream: Option<RTSPStream>,
-}
-
-impl InFlight {
-    /// Whether the media exists and a frame is queued or being encoded.
-    pub fn busy(&self) -> Option<bool> {
-        let appsrc = self.appsrc.upgrade()?;
-        if self.stream.as_ref().is_some_and(|s| s.is_blocking()) {
-            return Some(false);
-        }
-        // Relaxed: counters from pad probes; an early or late reading only
-        // shortens or lengthens the bounded wait.
-        let (out, enc) = (self.out.load(Ordering::Relaxed), self.encoded.load(Ordering::Relaxed));
-        Some(appsrc.current_level_buffers() > 0 || out > enc)
     }
 }
 
@@ -567,21 +522,12 @@ impl Feeder {
         if copied != Some(true) {
             return;
         }
-        if self.shared.holding() {
-            // A client is joining: this frame is pushed (as its keyframe)
-            // once the encoder has been asked for one.
-            self.last = Some(buf);
-            return;
-        }
         let pts = self.pts(Some(meta.capture_ns));
         self.push(buf, pts, true);
     }
 
     /// Repeats the last frame (or black) with a new timestamp.
     fn repeat(&mut self) {
-        if self.shared.holding() {
-            return;
-        }
         let buf = match &self.last {
             Some(last) => last.copy(),
             None => match self.black() {

@@ -167,11 +167,6 @@ fn connect_clients(server: &RTSPServer, shared: &Arc<Shared>, max: Option<u32>) 
             debug!("client closed");
         });
         let s = Arc::clone(&shared);
-        client.connect_pre_play_request(move |_, _| {
-            quiesce(&s);
-            RTSPStatusCode::Ok
-        });
-        let s = Arc::clone(&shared);
         // Emitted once the PLAY response is sent and the client's transport is active.
         client.connect_play_request(move |_, _| {
             let now = (s.epoch.elapsed().as_nanos() as u64).max(1);
@@ -179,37 +174,9 @@ fn connect_clients(server: &RTSPServer, shared: &Arc<Shared>, max: Option<u32>) 
             let _ = s.play_at.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
             debug!("client PLAY: asking for a keyframe");
             force_key_unit(&s);
-            *s.hold_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
             s.play.notify();
         });
     });
-}
-
-/// Longest a PLAY request waits for the encoders to finish the frame in hand.
-const QUIESCE_MAX: Duration = Duration::from_millis(40);
-/// Feeders hold frames back at most this long for one PLAY.
-const HOLD_MAX: Duration = Duration::from_millis(250);
-
-/// Before a client's transport is activated: hold new frames back and wait
-/// (bounded) until no frame is queued or being encoded, so that the first
-/// packets the client gets are the keyframe asked for after its PLAY and not
-/// the tail of a frame that refers to pictures it never saw (a decoder shows
-/// those as garbage). Other viewers get the held frame a few ms late.
-fn quiesce(shared: &Shared) {
-    let now = Instant::now();
-    *shared.hold_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(now + HOLD_MAX);
-    let deadline = now + QUIESCE_MAX;
-    loop {
-        let busy = {
-            let mut m = shared.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            m.retain(|f| f.busy().is_some());
-            m.iter().any(|f| f.busy() == Some(true))
-        };
-        if !busy || Instant::now() >= deadline {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 /// A client joining a running shared media sees garbage until the next IDR:
@@ -458,21 +425,11 @@ fn configure(shared: &Arc<Shared>, media: &rtsp_server::RTSPMedia) {
             out.fetch_add(1, Ordering::Relaxed);
         });
     }
-    let encoded = Arc::new(AtomicU64::new(0));
-    shared.in_flight.lock().unwrap_or_else(|p| p.into_inner()).push(feeder::InFlight {
-        appsrc: appsrc.downgrade(),
-        out: Arc::clone(&out),
-        encoded: Arc::clone(&encoded),
-        stream: media.stream(0),
-    });
     if let Some(pay) = bin.by_name("pay0") {
         if let Some(pad) = pay.static_pad("sink") {
             let s = Arc::clone(shared);
-            let enc = Arc::clone(&encoded);
             pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
                 s.metrics.encoded.inc();
-                // Relaxed: a counter read by `quiesce`, which tolerates a stale value.
-                enc.fetch_add(1, Ordering::Relaxed);
                 let key = info.buffer().is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT));
                 // Relaxed: a timestamp for a statistic.
                 if key
