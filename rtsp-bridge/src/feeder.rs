@@ -104,10 +104,12 @@ pub struct Shared {
     /// The medias' payloaders, for force-key-unit on PLAY (weak: the medias
     /// own them).
     pub pay: Mutex<Vec<gst::glib::WeakRef<gst::Element>>>,
+    /// Every media (weak: gst-rtsp-server owns them).
+    pub medias: Mutex<Vec<gst::glib::WeakRef<gstreamer_rtsp_server::RTSPMedia>>>,
     /// Moves on every client PLAY: wakes idle feeders, makes active ones
     /// send their last frame again at once.
     pub play: PlaySignal,
-    /// When the oldest PLAY not yet answered by a keyframe came (ns since
+    /// When the latest PLAY not yet answered by a keyframe came (ns since
     /// `epoch`, 0: none), for `play_to_keyframe`.
     pub play_at: AtomicU64,
     /// Origin of `play_at`.
@@ -127,6 +129,7 @@ impl Shared {
             metrics: Metrics::register(),
             shutdown: AtomicBool::new(false),
             pay: Mutex::new(Vec::new()),
+            medias: Mutex::new(Vec::new()),
             play: PlaySignal::default(),
             play_at: AtomicU64::new(0),
             epoch: Instant::now(),

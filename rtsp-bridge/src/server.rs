@@ -170,13 +170,30 @@ fn connect_clients(server: &RTSPServer, shared: &Arc<Shared>, max: Option<u32>) 
         // Emitted once the PLAY response is sent and the client's transport is active.
         client.connect_play_request(move |_, _| {
             let now = (s.epoch.elapsed().as_nanos() as u64).max(1);
-            // Relaxed: a timestamp for a statistic; keep the oldest unanswered PLAY.
-            let _ = s.play_at.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+            // Relaxed: a timestamp for a statistic (the latest PLAY).
+            s.play_at.store(now, Ordering::Relaxed);
             debug!("client PLAY: asking for a keyframe");
+            send_at_once(&s);
             force_key_unit(&s);
             s.play.notify();
         });
     });
+}
+
+/// gst-rtsp-server's sinks wait for each packet's timestamp (plus the
+/// pipeline latency) on the clock before sending it ("rate control", which
+/// its client turns on again at every SETUP): pointless for a live source,
+/// which the camera paces, and it delays a joining client's keyframe. Off
+/// for every media, once the new client's transport is active.
+fn send_at_once(shared: &Shared) {
+    let medias: Vec<RTSPMedia> = {
+        let mut m = shared.medias.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|w| w.upgrade().is_some());
+        m.iter().filter_map(|w| w.upgrade()).collect()
+    };
+    for media in medias {
+        media.set_rate_control(false);
+    }
 }
 
 /// A client joining a running shared media sees garbage until the next IDR:
@@ -403,11 +420,6 @@ fn count_buffers(pad: &gst::Pad, count: impl Fn() + Send + Sync + 'static) {
 /// A new media: reach its appsrc and payloader, count, start its feeder.
 fn configure(shared: &Arc<Shared>, media: &rtsp_server::RTSPMedia) {
     let Some(first) = shared.first.get() else { return };
-    // The stream's sinks then send each packet as soon as it is made instead
-    // of holding it until its timestamp (+ latency) on the pipeline clock: a
-    // live source is paced by the camera already, and a joining client's
-    // keyframe goes out at once.
-    media.set_rate_control(false);
     let Ok(bin) = media.element().downcast::<gst::Bin>() else {
         warn!("media element is not a bin");
         return;
@@ -446,6 +458,11 @@ fn configure(shared: &Arc<Shared>, media: &rtsp_server::RTSPMedia) {
         let mut pays = shared.pay.lock().unwrap_or_else(|p| p.into_inner());
         pays.retain(|w| w.upgrade().is_some());
         pays.push(pay.downgrade());
+    }
+    {
+        let mut m = shared.medias.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|w| w.upgrade().is_some());
+        m.push(media.downgrade());
     }
     let prepared = Arc::new(AtomicBool::new(false));
     {

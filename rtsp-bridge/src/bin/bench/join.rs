@@ -54,6 +54,7 @@ pub struct Options {
     pub idle: Duration,
     pub idle_window: Duration,
     pub bridge_args: Vec<String>,
+    pub bridge: Option<PathBuf>,
 }
 
 /// A source and a bridge serving it; both stopped on drop.
@@ -398,7 +399,10 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         bail!("--joins must be at least 1");
     }
     let pixel: PixelFormat = o.format.parse().map_err(|e| anyhow!("{e}"))?;
-    let exe: PathBuf = bridge_exe()?;
+    let exe: PathBuf = match &o.bridge {
+        Some(p) => p.clone(),
+        None => bridge_exe()?,
+    };
     let (mut rows, mut idle_rows) = (Vec::new(), Vec::new());
     for size in &o.sizes {
         let (w, h) = size
@@ -443,9 +447,16 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     }
 
     println!(
-        "\nshmcast-rtsp join time ({} source @ 30 fps, encoder {}, bridge args {:?}; client: rtspsrc protocols=tcp \
-         latency={} ! decodebin ! videoconvert ! appsink sync=false; {} joins per row, after 1 warm-up join)",
-        o.format, o.encoder, o.bridge_args, o.client_latency, o.joins
+        "\nshmcast-rtsp join time (bridge {}, {} source @ 30 fps, encoder {}, bridge args {:?}; client: rtspsrc \
+         protocols=tcp latency={} ! decodebin ! videoconvert ! appsink sync=false; {} joins per row, after 1 warm-up \
+         join; mount idle {:.1} s before each first-client join)",
+        exe.display(),
+        o.format,
+        o.encoder,
+        o.bridge_args,
+        o.client_latency,
+        o.joins,
+        o.idle.as_secs_f64()
     );
     println!("ms from the client's start, p50 / p90 / max:\n");
     println!(

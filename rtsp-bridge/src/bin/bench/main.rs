@@ -83,6 +83,10 @@ enum Cmd {
         /// Extra argument for shmcast-rtsp (repeatable), e.g. --bridge-arg=--gop --bridge-arg=2.
         #[arg(long = "bridge-arg", allow_hyphen_values = true)]
         bridge_args: Vec<String>,
+        /// The shmcast-rtsp binary to measure (default: the one next to this
+        /// bench), e.g. an older build as a baseline.
+        #[arg(long, value_name = "PATH")]
+        bridge: Option<PathBuf>,
     },
     /// Publish stamped test frames until SIGINT/SIGTERM.
     Source {
@@ -119,18 +123,27 @@ fn main() -> ExitCode {
                 shmcast_rtsp::testsrc::run(&name, f, frames, &stop)
             }
             Some(Cmd::Latency { seconds, format, encoder, sizes }) => latency(seconds, &format, &encoder, &sizes),
-            Some(Cmd::Join { joins, format, encoder, sizes, client_latency, idle, idle_window, bridge_args }) => {
-                join::run(&join::Options {
-                    joins,
-                    format,
-                    encoder,
-                    sizes,
-                    client_latency,
-                    idle: Duration::from_secs_f64(idle.max(0.0)),
-                    idle_window: Duration::from_secs_f64(idle_window.max(0.1)),
-                    bridge_args,
-                })
-            }
+            Some(Cmd::Join {
+                joins,
+                format,
+                encoder,
+                sizes,
+                client_latency,
+                idle,
+                idle_window,
+                bridge_args,
+                bridge,
+            }) => join::run(&join::Options {
+                joins,
+                format,
+                encoder,
+                sizes,
+                client_latency,
+                idle: Duration::from_secs_f64(idle.max(0.0)),
+                idle_window: Duration::from_secs_f64(idle_window.max(0.1)),
+                bridge_args,
+                bridge,
+            }),
             None => latency(10, "i420", "auto", &["1280x720".into(), "1920x1080".into()]),
         }
     })
