@@ -65,7 +65,14 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     let failure: Rc<RefCell<Option<anyhow::Error>>> = Rc::new(RefCell::new(None));
     let standby = Arc::new(Standby::new(&cfg, port));
-    wait_for_producer(&cfg, encoder, &server, &shared, &standby, &main_loop, &failure, url);
+    let fail = {
+        let (main_loop, failure) = (main_loop.clone(), Rc::clone(&failure));
+        move |e: anyhow::Error| {
+            *failure.borrow_mut() = Some(e);
+            main_loop.quit();
+        }
+    };
+    wait_for_producer(&cfg, encoder, &server, &shared, &standby, fail, url);
     start_stats(&shared, &standby, &main_loop, shutdown_flag);
 
     main_loop.run();
@@ -212,19 +219,17 @@ fn force_key_unit(shared: &Shared) {
 }
 
 /// Polls for the producer; once it is there, mounts the stream with its
-/// format. Fails the run after `--attach-timeout`.
+/// format. Fails the run (`fail`) after `--attach-timeout`.
 fn wait_for_producer(
     cfg: &Config,
     encoder: Encoder,
     server: &RTSPServer,
     shared: &Arc<Shared>,
     standby: &Arc<Standby>,
-    main_loop: &glib::MainLoop,
-    failure: &Rc<RefCell<Option<anyhow::Error>>>,
+    fail: impl Fn(anyhow::Error) + 'static,
     url: String,
 ) {
-    let (cfg, server, shared, standby, main_loop, failure) =
-        (cfg.clone(), server.clone(), Arc::clone(shared), Arc::clone(standby), main_loop.clone(), Rc::clone(failure));
+    let (cfg, server, shared, standby) = (cfg.clone(), server.clone(), Arc::clone(shared), Arc::clone(standby));
     let started = Instant::now();
     let mut announced = false;
     let mut error_logged = false;
@@ -255,9 +260,7 @@ fn wait_for_producer(
         if let Some(t) = cfg.attach_timeout
             && started.elapsed() >= t
         {
-            *failure.borrow_mut() =
-                Some(anyhow!("no producer for stream {} within {:.1} s (--attach-timeout)", cfg.name, t.as_secs_f64()));
-            main_loop.quit();
+            fail(anyhow!("no producer for stream {} within {:.1} s (--attach-timeout)", cfg.name, t.as_secs_f64()));
             return glib::ControlFlow::Break;
         }
         glib::ControlFlow::Continue
