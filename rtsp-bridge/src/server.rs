@@ -310,7 +310,7 @@ fn mount(
 /// unprepares a media only when the count drops to zero), so the last client
 /// leaving does not tear it down. A media that failed (status error) or was
 /// unprepared is replaced, at most every [`STANDBY_RETRY`].
-pub struct Standby {
+struct Standby {
     enabled: bool,
     url: String,
     factory: Mutex<Option<RTSPMediaFactory>>,
