@@ -146,7 +146,10 @@ while ((!stopping)); do
     read -r rss pss priv shr <<<"$(rollup "$pid")"
     read -r anon shm thr <<<"$(status_fields "$pid")"
     [[ -n ${rss:-} && -n ${thr:-} ]] || continue
-    fds=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+    # The process may exit at any moment between these reads (find then fails
+    # on its vanished fd directory): a failed read skips the sample, it must
+    # not end the monitor (set -e, pipefail).
+    fds=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l) || continue
     key="$label/$pid"
     cpu=""
     if [[ -n ${prev_ticks[$key]:-} ]]; then

@@ -1,9 +1,12 @@
 //! Shared pieces of the shmcast binaries: common command-line arguments,
 //! logging set-up, the `main` wrapper with deliberate exit codes, signals,
 //! the HTTP server and the Prometheus metrics (including the reader metrics
-//! every ring consumer exports).
+//! every ring consumer exports); with feature `gst`, the GStreamer buffer →
+//! ring slot copy of `shmcastsink` and the producer's `gst:` source.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "gst")]
+pub mod gst;
 pub mod http;
 pub mod metrics;
 pub mod procs;

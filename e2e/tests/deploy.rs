@@ -259,6 +259,36 @@ fn monitor_memory_writes_csv_until_the_process_exits() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A process that exits between two reads of one sample (its `/proc/PID/fd`
+/// gone under `find`) must cost that sample only: the monitor once ended there
+/// (`set -e` with `pipefail`), and the soak test then judged too few samples.
+/// Processes living 3 ms each, written one after another into a pidfile and
+/// sampled every millisecond, hit that window within seconds; the monitor
+/// must run until its `--duration`, not stop at the first vanished process.
+#[test]
+fn monitor_memory_survives_processes_exiting_mid_sample() {
+    let dir = tempdir("monrace");
+    let csv = dir.join("m.csv");
+    let pidfile = dir.join("churn.pid");
+    let churn = format!("while :; do sleep 0.003 & echo $! > '{}'; wait; done", pidfile.display());
+    let mut guard = Guard::new();
+    guard.spawn("monrace-churn", Command::new("bash").args(["-c", &churn]));
+    wait_for(Duration::from_secs(10), || pidfile.exists().then_some(())).expect("the churn loop writes its first pid");
+    let duration = Duration::from_secs(5);
+    let started = std::time::Instant::now();
+    let out = Command::new(script("monitor_memory.sh"))
+        .args(["--interval", "0.001", "--duration", &duration.as_secs().to_string(), "--out", csv.to_str().unwrap()])
+        .arg(format!("churn=@{}", pidfile.display()))
+        .output()
+        .unwrap();
+    let ran = started.elapsed();
+    assert!(out.status.success(), "the monitor failed after {ran:?}: {}", describe(&out));
+    // A pidfile target keeps the monitor going while the file exists, so only
+    // --duration (or a failure) ends it.
+    assert!(ran >= duration, "the monitor stopped after {ran:?}, before its {duration:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Every shell script of the repository (tracked, or new and not ignored):
 /// `*.sh` files and files starting with a shell `#!` line.
 fn shell_scripts() -> Vec<PathBuf> {

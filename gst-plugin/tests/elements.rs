@@ -130,6 +130,7 @@ fn producer_into_shmcastsrc_gives_n_frames_with_monotonic_timestamps() {
     let pipeline = format!("shmcastsrc stream={name} num-buffers={n} ! fakesink silent=false sync=true");
     let (status, log) = run_to_end(&mut g, &l("src"), &mut launch(&["-v"], &pipeline));
     assert!(status.success(), "{log}");
+    assert!(log.contains("Pipeline is live"), "is-live=true is the default:\n{log}");
     let c = chains(&log);
     assert_eq!(c.len(), n, "{log}");
     assert!(c.iter().all(|b| b.bytes == 640 * 360 * 3), "sizes");
@@ -142,6 +143,31 @@ fn producer_into_shmcastsrc_gives_n_frames_with_monotonic_timestamps() {
         assert!(b == a + 1 || w[1].discont, "gap {a} -> {b} without DISCONT");
     }
     // Spacing follows the producer's 60 fps capture times (16.7 ms), not arrival.
+    let mean = (pts[n - 1] - pts[0]) as f64 / (n - 1) as f64 / 1e6;
+    assert!((10.0..30.0).contains(&mean), "mean PTS step {mean:.2} ms");
+}
+
+#[test]
+fn shmcastsrc_not_live_prerolls_and_stamps_from_the_first_frame() {
+    let name = unique_name("gstnotlive");
+    let l = |x: &str| format!("{name}.{x}");
+    let mut g = Guard::new();
+    g.segment(&name);
+    producer(&mut g, &l("producer"), &name, &["--width", "320", "--height", "240", "--format", "rgb24", "--fps", "60"]);
+    wait_live(&g, &name, &l("producer"));
+    let n = 60;
+    let pipeline = format!("shmcastsrc stream={name} is-live=false num-buffers={n} ! fakesink silent=false sync=true");
+    let (status, log) = run_to_end(&mut g, &l("src"), &mut launch(&["-v"], &pipeline));
+    assert!(status.success(), "{log}");
+    // A live pipeline skips the preroll; this one prerolls on the first frame.
+    assert!(!log.contains("Pipeline is live"), "{log}");
+    assert!(log.contains("Pipeline is PREROLLED"), "{log}");
+    let c = chains(&log);
+    assert_eq!(c.len(), n, "{log}");
+    let pts: Vec<u64> = c.iter().map(|b| b.pts.expect("every buffer has a PTS")).collect();
+    assert_eq!(pts[0], 0, "the first frame starts the timeline");
+    assert!(pts.windows(2).all(|w| w[1] > w[0]), "PTS not increasing: {pts:?}");
+    // Spacing follows the producer's 60 fps capture times (16.7 ms).
     let mean = (pts[n - 1] - pts[0]) as f64 / (n - 1) as f64 / 1e6;
     assert!((10.0..30.0).contains(&mean), "mean PTS step {mean:.2} ms");
 }

@@ -1,13 +1,15 @@
 //! `gst:'<pipeline>'`: any GStreamer pipeline, converted and scaled to the
 //! requested format and size, delivered into an `appsink`, and copied once
-//! into a ring slot per sample (honouring GStreamer's plane strides).
+//! into a ring slot per sample (honouring GStreamer's plane strides) by
+//! [`shmcast_common::gst`], the code `shmcastsink` uses too.
 //!
-//! Timestamps: the capture time of a sample is its buffer PTS converted to
-//! running time, plus the pipeline base time, giving the pipeline clock's time
-//! of capture; it is mapped to `CLOCK_REALTIME` through the offset between the
-//! pipeline clock and the real-time clock measured when the sample arrives.
-//! If any part is missing (no PTS, no clock), or the result lies in the future
-//! (`--fps 0` runs unsynchronised, ahead of the clock), the arrival time is used.
+//! Timestamps: a `timestamp/x-unix` reference timestamp on the buffer if
+//! there is one; otherwise the buffer PTS converted to running time, plus the
+//! pipeline base time, giving the pipeline clock's time of capture, mapped to
+//! `CLOCK_REALTIME` through the offset between the pipeline clock and the
+//! real-time clock measured when the sample arrives. If any part is missing
+//! (no PTS, no clock), or the result lies in the future (`--fps 0` runs
+//! unsynchronised, ahead of the clock), the arrival time is used.
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::AtomicBool;
@@ -17,8 +19,8 @@ use gst::prelude::*;
 use gstreamer as gst;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
-use gstreamer_video::prelude::VideoFrameExt;
-use shm_proto::{CreateOptions, FLAG_DISCONT, FrameMeta, PixelFormat, VideoFormat};
+use shm_proto::{CreateOptions, PixelFormat, VideoFormat};
+use shmcast_common::gst as slot;
 
 use crate::output::{Output, check_name_free};
 
@@ -174,48 +176,24 @@ pub fn run(c: &GstConfig<'_>, stop: &AtomicBool) -> anyhow::Result<()> {
         }
         let Some(o) = out.as_mut() else { continue };
         let Some(buffer) = sample.buffer() else { continue };
-        let capture = capture_ns(p, &sample, buffer, arrival);
-        let mut flags = if discont || buffer.flags().contains(gst::BufferFlags::DISCONT) { FLAG_DISCONT } else { 0 };
-        discont = false;
+        let time = slot::PipelineTime { segment: sample.segment(), base_time: p.base_time(), clock: p.clock() };
+        let capture = slot::capture_ns(buffer, &time, arrival);
         let format = *o.writer.format();
-        match &info {
-            Some(vinfo) => {
-                let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, vinfo)
-                    .map_err(|e| anyhow!("cannot map a video buffer: {e}"))?;
-                o.publish(|slot| {
-                    for (i, plane) in format.planes().iter().enumerate() {
-                        let (Ok(src), Some(&stride)) = (frame.plane_data(i as u32), frame.plane_stride().get(i)) else {
-                            continue;
-                        };
-                        copy_plane(slot, plane, src, stride.max(0) as usize);
-                    }
-                    let mut m = FrameMeta::new(frame_id, capture, format.frame_size);
-                    m.flags |= flags;
-                    m
-                });
+        let payload = match slot::Payload::map(buffer, info.as_ref(), &format) {
+            Ok(payload) => payload,
+            Err(e @ slot::PayloadError::TooLarge { .. }) => {
+                o.stats.dropped();
+                tracing::warn!("JPEG {e}; dropped");
+                continue;
             }
-            None => {
-                let map = buffer.map_readable().map_err(|e| anyhow!("cannot map a buffer: {e}"))?;
-                if map.len() as u64 > format.frame_size {
-                    o.stats.dropped();
-                    tracing::warn!(
-                        bytes = map.len(),
-                        max = format.frame_size,
-                        "JPEG frame larger than a slot; dropped"
-                    );
-                    continue;
-                }
-                if !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
-                    flags |= shm_proto::FLAG_KEYFRAME;
-                }
-                o.publish(|slot| {
-                    slot[..map.len()].copy_from_slice(&map);
-                    let mut m = FrameMeta::new(frame_id, capture, map.len() as u64);
-                    m.flags |= flags;
-                    m
-                });
-            }
-        }
+            Err(e) => bail!("{e}"),
+        };
+        let id = frame_id;
+        o.publish(|slot| {
+            let len = payload.copy_into(slot, &format);
+            payload.meta(buffer, id, capture, len, discont)
+        });
+        discont = false;
         frame_id += 1;
     }
     let frames = out.as_ref().map_or(0, |o| o.stats.frames());
@@ -254,35 +232,4 @@ fn negotiated(c: &GstConfig<'_>, caps: &gst::CapsRef) -> anyhow::Result<(VideoFo
         bail!("pipeline delivered {}x{}, expected {}x{}", info.width(), info.height(), c.width, c.height);
     }
     Ok((fmt, Some(info)))
-}
-
-/// Copies one plane from GStreamer's layout (`src_stride`) into the slot's.
-fn copy_plane(slot: &mut [u8], plane: &shm_proto::Plane, src: &[u8], src_stride: usize) {
-    let (dst_stride, row, rows) = (plane.stride as usize, plane.row_bytes as usize, plane.rows as usize);
-    let dst = &mut slot[plane.offset as usize..];
-    let span = plane.span() as usize;
-    if src_stride == dst_stride && src.len() >= span {
-        dst[..span].copy_from_slice(&src[..span]);
-        return;
-    }
-    for y in 0..rows {
-        let (s, d) = (y * src_stride, y * dst_stride);
-        let Some(from) = src.get(s..s + row) else { break };
-        dst[d..d + row].copy_from_slice(from);
-    }
-}
-
-fn capture_ns(p: &gst::Pipeline, sample: &gst::Sample, buffer: &gst::BufferRef, arrival: u64) -> u64 {
-    let computed = (|| {
-        let pts = buffer.pts()?;
-        let seg = sample.segment()?.downcast_ref::<gst::format::Time>()?;
-        let running = seg.to_running_time(pts)?;
-        let base = p.base_time()?;
-        let clock = p.clock()?;
-        let now = clock.time();
-        let at = base + running;
-        let behind = now.nseconds().checked_sub(at.nseconds())?;
-        arrival.checked_sub(behind)
-    })();
-    computed.unwrap_or(arrival)
 }

@@ -7,7 +7,17 @@
 //! `CLOCK_REALTIME`) into the first bytes of each frame; a probe on each
 //! receiver's `fakesink` reads it, so latency is publish → buffer in the
 //! receiver's pipeline and losses are gaps in the frame numbers. CPU per
-//! frame is each process's user+system time over its frames.
+//! frame is each process's user+system time over its frames; run-queue is
+//! the time its threads were runnable but waiting for a CPU (`schedstat`),
+//! which on a shared machine is what decides throughput and latency; faults
+//! are the receiver's minor page faults per frame.
+//!
+//! Every process runs in its own session (`setsid`), hence its own scheduler
+//! autogroup, as separate services do; `--same-session` puts them all in
+//! the bench's group, where the CPU a copying receiver uses is taken from
+//! the sender's share. Before the rows, the copy out of a ring slot is
+//! timed in this process three ways (`Frame::copy_to`, `Frame::read` +
+//! memcpy as `shmcastsrc` does, memcpy between heap buffers).
 //!
 //! Rows: `shmcast` (the sink copies each frame into the ring, each
 //! `shmcastsrc` copies it out into a pooled buffer and validates it);
@@ -56,6 +66,12 @@ struct Cli {
     /// Do not pin the sender to CPU 0 and the receivers to CPU 1.
     #[arg(long)]
     no_pin: bool,
+
+    /// Start the sender and receivers in this session (one scheduler
+    /// autogroup for all, as when typed into one shell) instead of one
+    /// session each (as separate services run).
+    #[arg(long)]
+    same_session: bool,
 
     /// Skip the stalled-receiver runs.
     #[arg(long)]
@@ -137,6 +153,26 @@ fn run() -> anyhow::Result<()> {
         }
         None => orchestrate(&cli),
     }
+}
+
+/// Minor page faults of this process so far.
+fn minor_faults() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| s.rsplit_once(") ")?.1.split_whitespace().nth(7)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Seconds the threads of this process spent runnable but waiting for a CPU
+/// (the second field of each thread's `schedstat`): time lost to other
+/// processes on a loaded machine.
+fn runq_seconds() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum::<u64>() as f64
+        / 1e9
 }
 
 /// User+system CPU seconds of this process.
@@ -229,7 +265,12 @@ fn sender(transport: Transport, width: u32, height: u32, channel: &str) -> anyho
             bail!("sender pipeline error: {e}");
         }
         let frames = *count.lock().unwrap();
-        println!("{{\"t\":{:.3},\"frames\":{frames},\"cpu\":{:.3}}}", start.elapsed().as_secs_f64(), cpu_seconds());
+        println!(
+            "{{\"t\":{:.3},\"frames\":{frames},\"cpu\":{:.3},\"runq\":{:.3}}}",
+            start.elapsed().as_secs_f64(),
+            cpu_seconds(),
+            runq_seconds()
+        );
     }
 }
 
@@ -239,7 +280,8 @@ struct Recv {
     gaps: u64,
     last: Option<u64>,
     lat_us: Vec<f64>,
-    first: Option<(Instant, f64)>,
+    /// When the first frame came: time, CPU, run-queue wait, minor faults.
+    first: Option<(Instant, f64, f64, u64)>,
 }
 
 fn receiver(transport: Transport, width: u32, height: u32, channel: &str, secs: f64) -> anyhow::Result<()> {
@@ -267,7 +309,7 @@ fn receiver(transport: Transport, width: u32, height: u32, channel: &str, secs: 
                 let t = u64::from_ne_bytes(map[16..24].try_into().unwrap());
                 let mut s = state.lock().unwrap();
                 if s.first.is_none() {
-                    s.first = Some((Instant::now(), cpu_seconds()));
+                    s.first = Some((Instant::now(), cpu_seconds(), runq_seconds(), minor_faults()));
                 }
                 s.frames += 1;
                 if let Some(l) = s.last
@@ -289,7 +331,7 @@ fn receiver(transport: Transport, width: u32, height: u32, channel: &str, secs: 
             bail!("receiver pipeline error: {e}");
         }
         let s = state.lock().unwrap();
-        if let Some((t0, _)) = s.first
+        if let Some((t0, ..)) = s.first
             && t0.elapsed().as_secs_f64() >= secs
         {
             break Some(());
@@ -307,12 +349,14 @@ fn receiver(transport: Transport, width: u32, height: u32, channel: &str, secs: 
         _ => (0, 0),
     };
     let mut s = state.lock().unwrap();
-    let cpu_now = cpu_seconds();
-    let (elapsed, cpu) = s.first.map_or((0.0, 0.0), |(t0, c0)| (t0.elapsed().as_secs_f64(), cpu_now - c0));
+    let (cpu_now, runq_now, faults_now) = (cpu_seconds(), runq_seconds(), minor_faults());
+    let (elapsed, cpu, runq, faults) = s.first.map_or((0.0, 0.0, 0.0, 0), |(t0, c0, q0, f0)| {
+        (t0.elapsed().as_secs_f64(), cpu_now - c0, runq_now - q0, faults_now.saturating_sub(f0))
+    });
     s.lat_us.sort_by(f64::total_cmp);
     let pct = |q: f64| s.lat_us.get(((s.lat_us.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN);
     println!(
-        "{{\"frames\":{},\"secs\":{elapsed:.3},\"gaps\":{},\"lost\":{lost},\"torn\":{torn},\"p50_us\":{:.1},\"p99_us\":{:.1},\"cpu\":{cpu:.3},\"complete\":{}}}",
+        "{{\"frames\":{},\"secs\":{elapsed:.3},\"gaps\":{},\"lost\":{lost},\"torn\":{torn},\"p50_us\":{:.1},\"p99_us\":{:.1},\"cpu\":{cpu:.3},\"runq\":{runq:.3},\"faults\":{faults},\"complete\":{}}}",
         s.frames,
         s.gaps,
         pct(0.5),
@@ -337,15 +381,20 @@ impl Drop for Proc {
 
 fn spawn(cli: &Cli, cpu: Option<usize>, args: &[String]) -> anyhow::Result<Proc> {
     let exe = std::env::current_exe()?;
-    let mut cmd = match cpu {
-        Some(c) if !cli.no_pin => {
-            let mut c2 = Command::new("taskset");
-            c2.args(["-c", &c.to_string()]).arg(exe);
-            c2
-        }
-        _ => Command::new(exe),
-    };
-    cmd.args(args)
+    // `setsid` and `taskset` exec the program: the child's pid is the program's.
+    let mut argv: Vec<std::ffi::OsString> = Vec::new();
+    if !cli.same_session {
+        argv.push("setsid".into());
+    }
+    if let Some(c) = cpu
+        && !cli.no_pin
+    {
+        argv.extend(["taskset".into(), "-c".into(), c.to_string().into()]);
+    }
+    argv.push(exe.into());
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .args(args)
         .args(["--secs", &cli.secs.to_string(), "--log-level", &cli.log_level])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -354,13 +403,13 @@ fn spawn(cli: &Cli, cpu: Option<usize>, args: &[String]) -> anyhow::Result<Proc>
 }
 
 /// Sender progress lines with the time they arrived.
-fn follow_sender(p: &mut Proc) -> mpsc::Receiver<(Instant, u64, f64)> {
+fn follow_sender(p: &mut Proc) -> mpsc::Receiver<(Instant, Progress)> {
     let (tx, rx) = mpsc::channel();
     let out = p.0.stdout.take().expect("piped");
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             let Ok(v) = parse_progress(&line) else { continue };
-            if tx.send((Instant::now(), v.0, v.1)).is_err() {
+            if tx.send((Instant::now(), v)).is_err() {
                 break;
             }
         }
@@ -368,12 +417,21 @@ fn follow_sender(p: &mut Proc) -> mpsc::Receiver<(Instant, u64, f64)> {
     rx
 }
 
-/// Parses `{"t":..,"frames":N,"cpu":C}` without a JSON dependency.
-fn parse_progress(line: &str) -> Result<(u64, f64), ()> {
+/// One progress line of the sender.
+#[derive(Clone, Copy)]
+struct Progress {
+    frames: u64,
+    cpu: f64,
+    runq: f64,
+}
+
+/// Parses `{"t":..,"frames":N,"cpu":C,"runq":Q}` without a JSON dependency.
+fn parse_progress(line: &str) -> Result<Progress, ()> {
     let field = |k: &str| line.split_once(&format!("\"{k}\":")).map(|(_, r)| r.split([',', '}']).next().unwrap_or(""));
     let frames = field("frames").and_then(|v| v.parse().ok()).ok_or(())?;
     let cpu = field("cpu").and_then(|v| v.parse().ok()).ok_or(())?;
-    Ok((frames, cpu))
+    let runq = field("runq").and_then(|v| v.parse().ok()).ok_or(())?;
+    Ok(Progress { frames, cpu, runq })
 }
 
 fn num(line: &str, k: &str) -> f64 {
@@ -383,6 +441,48 @@ fn num(line: &str, k: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// Copy-out costs in this process, ms per frame (medians): `Frame::copy_to`
+/// (volatile 64-byte loads), `Frame::read` + memcpy (what `shmcastsrc`
+/// does), and memcpy between two heap buffers.
+fn copy_compare((w, h): (u32, u32), rounds: usize) -> anyhow::Result<[f64; 3]> {
+    use shm_proto::{CreateOptions, FrameMeta, Next, PixelFormat, Reader, ReaderOptions, Start, VideoFormat, Writer};
+    let name = format!("gstbench-copy-{}", std::process::id());
+    let format = VideoFormat::new(w, h, PixelFormat::Rgb24, 0, 1)?;
+    let size = format.frame_size as usize;
+    let mut writer = Writer::create(&name, format, &CreateOptions { slots: SLOTS as u32, ..CreateOptions::default() })?;
+    let mut reader = Reader::open(&name, &ReaderOptions { start: Start::Next, ..ReaderOptions::default() })?;
+    // Fault every slot in, as a running producer has.
+    for i in 0..SLOTS {
+        writer.publish(|slot| {
+            slot.fill(i as u8);
+            FrameMeta::new(i, 0, size as u64)
+        });
+    }
+    let (src, mut dst) = (vec![7u8; size], vec![1u8; size]);
+    let mut times: [Vec<f64>; 3] = Default::default();
+    for i in 0..rounds as u64 {
+        writer.publish(|slot| {
+            slot[0] = i as u8;
+            FrameMeta::new(SLOTS + i, 0, size as u64)
+        });
+        let Next::Frame(frame) = reader.next(Duration::from_secs(1)) else { bail!("copy comparison: no frame") };
+        let t = Instant::now();
+        frame.copy_to(&mut dst).map_err(|e| anyhow!("{e}"))?;
+        times[0].push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        frame.read(|b| dst[..b.len()].copy_from_slice(b)).context("copy comparison: overrun")?;
+        times[1].push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        dst.copy_from_slice(&src);
+        times[2].push(t.elapsed().as_secs_f64() * 1e3);
+        std::hint::black_box(&dst);
+    }
+    Ok(times.map(|mut v| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }))
+}
+
 struct Row {
     size: String,
     transport: Transport,
@@ -390,6 +490,8 @@ struct Row {
     stalled: bool,
     send_fps: f64,
     send_cpu_ms: f64,
+    /// Share of the wall time the sender's threads waited for a CPU (%).
+    send_runq: f64,
     recv: Vec<String>,
 }
 
@@ -418,7 +520,7 @@ fn measure(cli: &Cli, transport: Transport, (w, h): (u32, u32), receivers: usize
     let ready = Instant::now() + Duration::from_secs(30);
     loop {
         match progress.recv_timeout(Duration::from_secs(1)) {
-            Ok((_, frames, _)) if frames > 0 => break,
+            Ok((_, p)) if p.frames > 0 => break,
             Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < ready => {}
             _ => bail!("{} sender did not start", transport.label()),
         }
@@ -449,15 +551,16 @@ fn measure(cli: &Cli, transport: Transport, (w, h): (u32, u32), receivers: usize
     }
     let t1 = Instant::now();
     // Sender frames and CPU over the receivers' run.
-    let samples: Vec<(Instant, u64, f64)> = progress.try_iter().collect();
-    let in_window: Vec<_> = samples.iter().filter(|(t, _, _)| *t >= t0 && *t <= t1).collect();
-    let (send_fps, send_cpu_ms) = match (in_window.first(), in_window.last()) {
-        (Some(a), Some(b)) if b.0 > a.0 => {
-            let dt = (b.0 - a.0).as_secs_f64();
-            let df = b.1.saturating_sub(a.1) as f64;
-            (df / dt, if df > 0.0 { (b.2 - a.2) * 1000.0 / df } else { f64::NAN })
+    let samples: Vec<(Instant, Progress)> = progress.try_iter().collect();
+    let in_window: Vec<_> = samples.iter().filter(|(t, _)| *t >= t0 && *t <= t1).collect();
+    let (send_fps, send_cpu_ms, send_runq) = match (in_window.first(), in_window.last()) {
+        (Some((ta, a)), Some((tb, b))) if tb > ta => {
+            let dt = (*tb - *ta).as_secs_f64();
+            let df = b.frames.saturating_sub(a.frames) as f64;
+            let cpu = if df > 0.0 { (b.cpu - a.cpu) * 1000.0 / df } else { f64::NAN };
+            (df / dt, cpu, (b.runq - a.runq) * 100.0 / dt)
         }
-        _ => (f64::NAN, f64::NAN),
+        _ => (f64::NAN, f64::NAN, f64::NAN),
     };
     for r in &recvs {
         let _ = Command::new("kill").args(["-CONT", &r.0.id().to_string()]).status();
@@ -469,7 +572,16 @@ fn measure(cli: &Cli, transport: Transport, (w, h): (u32, u32), receivers: usize
     if transport == Transport::Shmcast {
         let _ = std::fs::remove_file(shm_proto::segment::default_dir().join(format!("shmcast.{channel}")));
     }
-    Ok(Row { size: format!("{w}x{h}"), transport, receivers, stalled: stall, send_fps, send_cpu_ms, recv: results })
+    Ok(Row {
+        size: format!("{w}x{h}"),
+        transport,
+        receivers,
+        stalled: stall,
+        send_fps,
+        send_cpu_ms,
+        send_runq,
+        recv: results,
+    })
 }
 
 /// The figures of one run of a row.
@@ -481,6 +593,9 @@ struct Figures {
     p99: f64,
     send_cpu_ms: f64,
     recv_cpu_ms: f64,
+    send_runq: f64,
+    recv_runq: f64,
+    recv_faults: f64,
     gaps: f64,
     torn: f64,
     complete: bool,
@@ -496,6 +611,9 @@ fn figures(r: &Row) -> Figures {
         p99: mean(&|l| num(l, "p99_us")),
         send_cpu_ms: r.send_cpu_ms,
         recv_cpu_ms: mean(&|l| num(l, "cpu") * 1000.0 / num(l, "frames")),
+        send_runq: r.send_runq,
+        recv_runq: mean(&|l| num(l, "runq") * 100.0 / num(l, "secs")),
+        recv_faults: mean(&|l| num(l, "faults") / num(l, "frames")),
         gaps: mean(&|l| num(l, "gaps")),
         torn: mean(&|l| num(l, "torn")),
         complete: r.recv.iter().all(|l| l.contains("\"complete\":true")),
@@ -517,6 +635,9 @@ fn median(runs: &[Figures]) -> Figures {
         p99: m(|f| f.p99),
         send_cpu_ms: m(|f| f.send_cpu_ms),
         recv_cpu_ms: m(|f| f.recv_cpu_ms),
+        send_runq: m(|f| f.send_runq),
+        recv_runq: m(|f| f.recv_runq),
+        recv_faults: m(|f| f.recv_faults),
         gaps: m(|f| f.gaps),
         torn: m(|f| f.torn),
         complete: runs.iter().all(|f| f.complete),
@@ -526,7 +647,7 @@ fn median(runs: &[Figures]) -> Figures {
 fn print_row(r: &Row, f: &Figures, base: Option<&Figures>) {
     let ratio = base.map(|b| f.recv_fps / b.recv_fps);
     println!(
-        "| {} | {} | {}{} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} |{}",
+        "| {} | {} | {}{} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} % | {:.0} % | {:.1} | {:.0} | {:.0} |{}",
         r.size,
         r.transport.label(),
         r.receivers,
@@ -538,6 +659,9 @@ fn print_row(r: &Row, f: &Figures, base: Option<&Figures>) {
         f.p99,
         f.send_cpu_ms,
         f.recv_cpu_ms,
+        f.send_runq,
+        f.recv_runq,
+        f.recv_faults,
         f.gaps,
         f.torn,
         if f.complete { "" } else { " (a receiver got no frames)" },
@@ -556,10 +680,15 @@ fn orchestrate(cli: &Cli) -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "# shmcast-gst-bench: videotestsrc pattern=solid-color RGB, sync=false; {} s per receiver, medians of {} \
-         interleaved runs; {}; {} CPUs; load {}",
+         interleaved runs; {}; {}; {} CPUs; load {}",
         cli.secs,
         cli.reps.max(1),
         if cli.no_pin { "unpinned".to_string() } else { "sender on CPU 0, receivers on CPU 1".to_string() },
+        if cli.same_session {
+            "all processes in one session (one scheduler autogroup)"
+        } else {
+            "each process in its own session (its own scheduler autogroup, like a service)"
+        },
         cpus,
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
@@ -568,17 +697,27 @@ fn orchestrate(cli: &Cli) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    println!("# copy out of a ring slot, in this process (medians of 60 copies; ms per frame):");
+    println!("| size | Frame::copy_to (volatile loads) | Frame::read + memcpy (shmcastsrc) | memcpy heap -> heap |");
+    println!("|---|---|---|---|");
+    for &size in &sizes {
+        let [vol, read, heap] = copy_compare(size, 60)?;
+        println!("| {}x{} | {vol:.2} | {read:.2} ({:.2}x) | {heap:.2} |", size.0, size.1, read / vol);
+    }
+    println!();
     println!(
         "# rx fps is per receiver; ratio = rx fps / shm copy rx fps; latency = stamp written on the sink's pad -> \
          receiver's fakesink; CPU = user+system ms per frame; gaps = frames a receiver never got; torn = shmcastsrc \
-         copies dropped (overwritten during the copy). shmcastsrc copies every frame out of the ring; shmsrc hands \
+         copies dropped (overwritten during the copy); run-queue = share of the wall time the \
+         process's threads were runnable but waiting for a CPU (taken by other processes); faults = minor page faults. \
+         shmcastsrc copies every frame out of the ring; shmsrc hands \
          out the shared area and its receiver reads only the stamp. shmsink waits for its slowest receiver; \
          shmcastsink never waits (a slow receiver loses frames, counted as gaps)."
     );
     println!(
-        "| size | transport | receivers | tx fps | rx fps | ratio | p50 µs | p99 µs | tx CPU ms/frame | rx CPU ms/frame | gaps | torn |"
+        "| size | transport | receivers | tx fps | rx fps | ratio | p50 µs | p99 µs | tx CPU ms/frame | rx CPU ms/frame | tx run-queue | rx run-queue | rx faults/frame | gaps | torn |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &size in &sizes {
         for receivers in [1, 2] {
             let transports = [Transport::ShmCopy, Transport::ShmZeroCopy, Transport::Shmcast];
@@ -604,9 +743,9 @@ fn orchestrate(cli: &Cli) -> anyhow::Result<()> {
             "# stalled receiver: one receiver attaches and is then stopped (SIGSTOP); tx fps and the other receiver's rx fps meanwhile"
         );
         println!(
-            "| size | transport | receivers | tx fps | rx fps | ratio | p50 µs | p99 µs | tx CPU ms/frame | rx CPU ms/frame | gaps | torn |"
+            "| size | transport | receivers | tx fps | rx fps | ratio | p50 µs | p99 µs | tx CPU ms/frame | rx CPU ms/frame | tx run-queue | rx run-queue | rx faults/frame | gaps | torn |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         let size = sizes[0];
         for t in [Transport::ShmCopy, Transport::Shmcast] {
             let r = measure(cli, t, size, 1, true)?;

@@ -3,11 +3,13 @@
 //! new epoch and follow it); EOS, `stop` (READY/NULL) and dispose close it.
 //!
 //! Each buffer is copied once into a slot, plane by plane when GStreamer's
-//! strides differ from the ring's packed layout. The capture time stored with
-//! the frame is, in order of preference: a `timestamp/x-unix` reference
-//! timestamp on the buffer; the buffer's PTS as pipeline clock time mapped to
-//! `CLOCK_REALTIME`; the time the buffer arrived (when the PTS lies in the
-//! future, as with `sync=false` upstream of a non-live source).
+//! strides differ from the ring's packed layout, with its capture time and
+//! flags: [`shmcast_common::gst`], the code the producer's `gst:` source
+//! uses too. The capture time is, in order of preference: a
+//! `timestamp/x-unix` reference timestamp on the buffer; the buffer's PTS as
+//! pipeline clock time mapped to `CLOCK_REALTIME`; the time the buffer
+//! arrived (when the PTS lies in the future, as with `sync=false` upstream of
+//! a non-live source).
 #![forbid(unsafe_code)]
 
 use std::sync::{LazyLock, Mutex, MutexGuard};
@@ -20,8 +22,8 @@ use gstreamer_base as gst_base;
 use gstreamer_base::prelude::*;
 use gstreamer_base::subclass::prelude::*;
 use gstreamer_video as gst_video;
-use gstreamer_video::prelude::VideoFrameExt;
-use shm_proto::{CreateError, CreateOptions, FLAG_DISCONT, FLAG_KEYFRAME, FrameMeta, StreamName, VideoFormat, Writer};
+use shm_proto::{CreateError, CreateOptions, StreamName, VideoFormat, Writer};
+use shmcast_common::gst as slot;
 
 use crate::caps;
 
@@ -276,42 +278,6 @@ impl ShmcastSink {
         state.segments += 1;
         Ok(())
     }
-
-    /// The capture time of `buffer` as `CLOCK_REALTIME` ns.
-    fn capture_ns(&self, buffer: &gst::BufferRef, arrival: u64) -> u64 {
-        static UNIX: LazyLock<gst::Caps> = LazyLock::new(|| gst::Caps::new_empty_simple("timestamp/x-unix"));
-        if let Some(meta) = buffer.iter_meta::<gst::ReferenceTimestampMeta>().find(|m| m.reference() == UNIX.as_ref()) {
-            return meta.timestamp().nseconds();
-        }
-        let obj = self.obj();
-        let computed = (|| {
-            let pts = buffer.pts()?;
-            let segment = obj.segment();
-            let running = segment.downcast_ref::<gst::ClockTime>()?.to_running_time(pts)?;
-            let at = obj.base_time()? + running;
-            let now = obj.clock()?.time();
-            let behind = now.nseconds().checked_sub(at.nseconds())?;
-            arrival.checked_sub(behind)
-        })();
-        computed.unwrap_or(arrival)
-    }
-}
-
-/// Copies one plane from GStreamer's layout (`src_stride`) into the slot's
-/// packed layout.
-fn copy_plane(slot: &mut [u8], plane: &shm_proto::Plane, src: &[u8], src_stride: usize) {
-    let (dst_stride, row, rows) = (plane.stride as usize, plane.row_bytes as usize, plane.rows as usize);
-    let Some(dst) = slot.get_mut(plane.offset as usize..) else { return };
-    let span = plane.span() as usize;
-    if src_stride == dst_stride && src.len() >= span && dst.len() >= span {
-        dst[..span].copy_from_slice(&src[..span]);
-        return;
-    }
-    for y in 0..rows {
-        let (s, d) = (y * src_stride, y * dst_stride);
-        let (Some(from), Some(to)) = (src.get(s..s + row), dst.get_mut(d..d + row)) else { break };
-        to.copy_from_slice(from);
-    }
 }
 
 impl BaseSinkImpl for ShmcastSink {
@@ -379,7 +345,10 @@ impl BaseSinkImpl for ShmcastSink {
 
     fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
         let arrival = shm_proto::os::realtime_ns();
-        let capture = self.capture_ns(buffer, arrival);
+        let obj = self.obj();
+        let segment = obj.segment();
+        let time = slot::PipelineTime { segment: Some(&segment), base_time: obj.base_time(), clock: obj.clock() };
+        let capture = slot::capture_ns(buffer, &time, arrival);
         let mut st = lock(&self.state);
         let st = &mut *st;
         let Some(writer) = st.writer.as_mut() else {
@@ -388,54 +357,23 @@ impl BaseSinkImpl for ShmcastSink {
             return Err(gst::FlowError::NotNegotiated);
         };
         let format = *writer.format();
-        let mut flags = if buffer.flags().contains(gst::BufferFlags::DISCONT) { FLAG_DISCONT } else { 0 };
+        let payload = match slot::Payload::map(buffer, st.info.as_ref(), &format) {
+            Ok(p) => p,
+            Err(e @ slot::PayloadError::TooLarge { .. }) => {
+                st.dropped += 1;
+                gst::warning!(CAT, imp = self, "JPEG {e}; dropped");
+                return Ok(gst::FlowSuccess::Ok);
+            }
+            Err(e) => {
+                gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e));
+                return Err(gst::FlowError::Error);
+            }
+        };
         let id = st.next_id;
-        match &st.info {
-            Some(info) => {
-                let frame =
-                    gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info).map_err(|_| {
-                        gst::element_imp_error!(self, gst::StreamError::Format, ("cannot map a video buffer"));
-                        gst::FlowError::Error
-                    })?;
-                writer.publish(|slot| {
-                    for (i, plane) in format.planes().iter().enumerate() {
-                        let (Ok(src), Some(&stride)) = (frame.plane_data(i as u32), frame.plane_stride().get(i)) else {
-                            continue;
-                        };
-                        copy_plane(slot, plane, src, stride.max(0) as usize);
-                    }
-                    let mut m = FrameMeta::new(id, capture, format.frame_size);
-                    m.flags = flags;
-                    m
-                });
-            }
-            None => {
-                let map = buffer.map_readable().map_err(|_| {
-                    gst::element_imp_error!(self, gst::StreamError::Format, ("cannot map a buffer"));
-                    gst::FlowError::Error
-                })?;
-                if map.len() as u64 > format.frame_size {
-                    st.dropped += 1;
-                    gst::warning!(
-                        CAT,
-                        imp = self,
-                        "JPEG frame of {} bytes is larger than a slot ({} bytes); dropped",
-                        map.len(),
-                        format.frame_size
-                    );
-                    return Ok(gst::FlowSuccess::Ok);
-                }
-                if !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
-                    flags |= FLAG_KEYFRAME;
-                }
-                writer.publish(|slot| {
-                    slot[..map.len()].copy_from_slice(&map);
-                    let mut m = FrameMeta::new(id, capture, map.len() as u64);
-                    m.flags = flags;
-                    m
-                });
-            }
-        }
+        writer.publish(|slot| {
+            let len = payload.copy_into(slot, &format);
+            payload.meta(buffer, id, capture, len, false)
+        });
         st.next_id += 1;
         st.frames += 1;
         Ok(gst::FlowSuccess::Ok)

@@ -75,7 +75,6 @@ struct State {
     discont: bool,
     last_pts: Option<gst::ClockTime>,
     first_capture: Option<u64>,
-    scratch: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -264,6 +263,23 @@ impl ShmcastSrc {
         Some(pts)
     }
 
+    /// Touches every page of the pool's ready buffers once, so that the
+    /// first frames are not copied into memory the kernel has yet to fault
+    /// in (a 1080p RGB buffer is 1,519 pages).
+    fn prefault(&self) {
+        let Some(pool) = self.obj().buffer_pool() else { return };
+        let buffers: Vec<gst::Buffer> = (0..MIN_BUFFERS).filter_map(|_| pool.acquire_buffer(None).ok()).collect();
+        for mut buffer in buffers {
+            if let Some(b) = buffer.get_mut()
+                && let Ok(mut map) = b.map_writable()
+            {
+                for i in (0..map.len()).step_by(4096) {
+                    map[i] = 0;
+                }
+            }
+        }
+    }
+
     /// One poll of the ring.
     fn step(&self) -> Result<Step, gst::FlowError> {
         let settings = lock(&self.settings).clone();
@@ -350,21 +366,23 @@ impl ShmcastSrc {
                         );
                         return Err(gst::FlowError::Error);
                     }
+                    // In place, validated after the copy (`read` returns
+                    // `None` if the slot was overwritten meanwhile): a plain
+                    // memcpy, or a restride for rows GStreamer pads.
+                    let len = frame.len();
+                    let out = &mut *map;
                     match (&st.info, st.packed) {
-                        (Some(info), false) => {
-                            // Rows GStreamer pads (not 4-byte aligned): copy
-                            // out, then restride (a second copy).
-                            st.scratch.resize(frame.len(), 0);
-                            let n = frame.copy_to(&mut st.scratch);
-                            if n.is_ok() {
-                                restride(&format, info, &st.scratch, &mut map);
-                            }
-                            n.map(|_| info.size())
-                        }
-                        _ => frame.copy_to(&mut map),
+                        (Some(info), false) => frame.read(|bytes| {
+                            restride(&format, info, bytes, out);
+                            info.size()
+                        }),
+                        _ => frame.read(|bytes| {
+                            out[..len].copy_from_slice(bytes);
+                            len
+                        }),
                     }
                 };
-                let Ok(len) = copied else {
+                let Some(len) = copied else {
                     gst::debug!(CAT, imp = self, "frame {} was overwritten while copied; dropped", meta.frame_id);
                     st.discont = true;
                     return Ok(Step::Again);
@@ -437,7 +455,6 @@ impl BaseSrcImpl for ShmcastSrc {
             discont: true,
             last_pts: None,
             first_capture: None,
-            scratch: Vec::new(),
         });
         Ok(())
     }
@@ -549,6 +566,7 @@ impl PushSrcImpl for ShmcastSrc {
                         );
                         return Err(gst::FlowError::NotNegotiated);
                     }
+                    self.prefault();
                 }
             }
         }
