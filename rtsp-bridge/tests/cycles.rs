@@ -32,13 +32,12 @@ fn cycles_peak_rss(url: &str, b: &Proc, n: usize) -> u64 {
         .unwrap_or(0)
 }
 
+/// One after the other, not as two tests run in parallel: two bridges
+/// cycling at once on two cores made the allocator's breathing exceed the
+/// bound once in three runs.
 #[test]
 fn hundred_client_cycles_do_not_grow_rss() {
     cycles_keep_rss_flat("cycles", &[]);
-}
-
-#[test]
-fn hundred_media_cycles_do_not_grow_rss_without_standby() {
     cycles_keep_rss_flat("cyclesoff", &["--standby", "off"]);
 }
 
