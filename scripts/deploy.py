@@ -6,7 +6,9 @@
     scripts/deploy.sh status [--json] [--run-dir DIR] CONFIG.toml
 
 `start` launches a small supervisor (a daemon, one per stream) that starts the
-producer, the detector, the RTSP bridge, the recorder and any `[[pipeline]]`
+producer, the detector, the RTSP bridge, the recorder, the web page (`[web]`:
+`shmcast-web --config CONFIG.toml`, which reads from the same file where the
+detector writes its events and snapshots) and any `[[pipeline]]`
 (a `gst-launch-1.0` line, typically `shmcastsrc` feeding SRT, an RTSP server,
 HLS or rolling MP4 files) as the config says, each pinned to
 its CPUs / NUMA node with numactl (or taskset where numactl or NUMA is
@@ -41,15 +43,16 @@ except ImportError:  # Python < 3.11
     sys.exit("deploy: error: Python 3.11 or newer is needed (for tomllib); found " + sys.version.split()[0])
 
 PROG = "deploy"
-ROLES = ("producer", "detect", "rtsp", "record")
+ROLES = ("producer", "detect", "rtsp", "record", "web")
 BINARIES = {
     "producer": "shmcast-producer",
     "detect": "shmcast-detect",
     "rtsp": "shmcast-rtsp",
     "record": "shmcast-record",
+    "web": "shmcast-web",
 }
 # Consumers stop first so they do not log a vanished producer on the way out.
-STOP_ORDER = ("record", "rtsp", "detect", "producer")
+STOP_ORDER = ("web", "record", "rtsp", "detect", "producer")
 # A [[pipeline]] process is role "pipeline-<name>", run by gst-launch-1.0.
 PIPELINE = "pipeline-"
 GST_LAUNCH = "gst-launch-1.0"
@@ -173,6 +176,8 @@ def load_config(path: Path) -> dict:
         if role == "rtsp":
             p["listen"] = _get(t, "listen", str, "127.0.0.1:8554", w)
             p["mount"] = _get(t, "mount", str, f"/{name}", w)
+        if role == "web":
+            p["listen"] = _get(t, "listen", str, "127.0.0.1:8080", w)
         if role == "record":
             p["dir"] = _get(t, "dir", str, None, w)
             if not p["dir"]:
@@ -188,7 +193,8 @@ def load_config(path: Path) -> dict:
                 raise ConfigError(f"{w}launch cannot be split into arguments: {e}")
         procs[role] = p
     if not procs:
-        raise ConfigError("no process to run: add a [producer], [detect], [rtsp], [record] or [[pipeline]] section")
+        raise ConfigError(
+            "no process to run: add a [producer], [detect], [rtsp], [record], [web] or [[pipeline]] section")
     return {"stream": stream, "run": run, "procs": procs, "path": str(path)}
 
 
@@ -296,6 +302,14 @@ def command(cfg: dict, role: str, warn) -> list[str]:
     if role.startswith(PIPELINE):
         # -e: SIGINT sends EOS first, so recordings are finalised.
         return placement(p, warn) + [binary(cfg, role), "-e"] + p["launch"]
+    if role == "web":
+        # Not tied to one stream: it shows every stream of the host, and takes
+        # the detector's --events/--snapshots from this very config file.
+        cmd = [binary(cfg, role), "--listen", p["listen"], "--config", str(Path(cfg["path"]).resolve())]
+        cmd += ["--log-level", cfg["run"]["log_level"]]
+        if p["metrics"]:
+            cmd += ["--metrics", p["metrics"]]
+        return placement(p, warn) + cmd + p["args"]
     cmd = [binary(cfg, role), "--name", s["name"], "--log-level", cfg["run"]["log_level"]]
     if role == "producer":
         cmd += ["--source", p["source"], "--width", str(s["width"]), "--height", str(s["height"])]

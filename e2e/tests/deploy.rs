@@ -1,6 +1,8 @@
 //! `scripts/deploy.sh`: the dry-run commands for the example config (numactl
 //! and the taskset fallback), config errors, and a real start: processes
-//! pinned, a killed process restarted, `stop` leaving nothing behind. Also
+//! pinned, a killed process restarted, `stop` leaving nothing behind; a
+//! `[web]` section whose page serves the deployed detector's events and
+//! snapshots from the config alone. Also
 //! `scripts/monitor_memory.sh` and shellcheck of every shell script.
 #![forbid(unsafe_code)]
 
@@ -354,4 +356,75 @@ fn systemd_units_separate_the_writer_from_the_readers() {
         let groups = key(unit, "SupplementaryGroups").unwrap_or_default();
         assert!(groups.split_whitespace().any(|g| g == p_group), "{unit} cannot read the ring (not in {p_group})");
     }
+}
+
+fn curl(url: &str) -> Option<Vec<u8>> {
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "5", url])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run curl (run scripts/setup.sh): {e}"));
+    out.status.success().then_some(out.stdout)
+}
+
+#[test]
+fn web_section_serves_what_the_deployed_detector_writes() {
+    for b in ["shmcast-producer", "shmcast-detect", "shmcast-web"] {
+        bin(b);
+    }
+    let name = unique_name("deployweb");
+    let dir = tempdir("web");
+    let run_dir = dir.join("run");
+    let cfg = dir.join("pipeline.toml");
+    let events = dir.join("events.jsonl");
+    // Not created here: the web server (or the detector) makes it.
+    let snaps = dir.join("snaps");
+    let port = shmcast_e2e::free_port();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[stream]\nname = \"{name}\"\nwidth = 640\nheight = 360\nfps = 30\n\
+             [run]\nstop_timeout = 5\n\
+             [producer]\nargs = [\"--events\", \"100\", \"--noise\", \"2\"]\n\
+             [detect]\nargs = [\"--events\", \"{}\", \"--snapshots={}\"]\n\
+             [web]\nlisten = \"127.0.0.1:{port}\"\n",
+            events.display(),
+            snaps.display()
+        ),
+    )
+    .unwrap();
+    let (c, r) = (cfg.to_str().unwrap().to_string(), run_dir.to_str().unwrap().to_string());
+    let mut g = Guard::new();
+    g.segment(&name);
+    g.on_drop(&[script("deploy.sh").to_str().unwrap(), "stop", "--timeout", "3", "--run-dir", &r, &c]);
+    g.path(&dir);
+
+    let dry = stdout(&deploy(&["start", "--dry-run", &c], &[]));
+    let want = format!("/shmcast-web --listen 127.0.0.1:{port} --config {}", cfg.canonicalize().unwrap().display());
+    assert!(dry.contains(&want), "dry run lacks `{want}`:\n{dry}");
+
+    let out = deploy(&["start", "--run-dir", &r, &c], &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let base = format!("http://127.0.0.1:{port}");
+    // An event of this stream with its picture, found by the web page from the config alone.
+    let ev = wait_for(Duration::from_secs(60), || {
+        let body = curl(&format!("{base}/api/events?stream={name}"))?;
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&body).ok()?;
+        list.into_iter().find(|e| e.get("snapshot_url").is_some())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no event with a snapshot from the deployed detector\nweb log:\n{}\ndetect log:\n{}",
+            log(&run_dir, "web"),
+            log(&run_dir, "detect")
+        )
+    });
+    assert_eq!(ev["stream"], name.as_str());
+    let jpeg = curl(&format!("{base}{}", ev["snapshot_url"].as_str().unwrap())).expect("snapshot");
+    assert!(jpeg.starts_with(&[0xff, 0xd8]), "not a JPEG");
+    let st = status_json(&c, &r);
+    let web_pid = proc_pid(&st, "web").expect("web pid");
+
+    let out = deploy(&["stop", "--run-dir", &r, &c], &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!pid_alive(web_pid), "shmcast-web still running after stop");
 }

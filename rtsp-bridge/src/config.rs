@@ -76,6 +76,13 @@ pub struct Args {
     #[arg(long, value_name = "USER")]
     pub auth_user: Option<String>,
 
+    /// While nobody watches, keep the mount's media prepared (pipeline and
+    /// encoder built, idle, ring unmapped) so that a first client starts as
+    /// fast as a joining one: `prepared` (default) or `off` (build the media
+    /// on the first client's DESCRIBE, free it when the last one leaves).
+    #[arg(long, default_value = "prepared", value_name = "MODE")]
+    pub standby: String,
+
     /// Give up (exit 1) if no producer appeared within this many seconds.
     #[arg(long, value_name = "SECS")]
     pub attach_timeout: Option<f64>,
@@ -123,6 +130,8 @@ pub struct Config {
     pub auth: Option<Credentials>,
     /// Attach timeout.
     pub attach_timeout: Option<Duration>,
+    /// Keep a media prepared while nobody watches.
+    pub standby: bool,
 }
 
 fn parse_mount(m: &str) -> anyhow::Result<String> {
@@ -195,6 +204,11 @@ impl Config {
             Some(s) if s.is_finite() && s >= 0.0 => Some(Duration::from_secs_f64(s)),
             Some(s) => bail!("invalid --attach-timeout {s}: expected seconds ≥ 0"),
         };
+        let standby = match a.standby.to_ascii_lowercase().as_str() {
+            "prepared" => true,
+            "off" => false,
+            other => bail!("unknown --standby {other:?}: expected prepared or off"),
+        };
         Ok(Config {
             name: a.name.clone(),
             listen: a.listen,
@@ -205,6 +219,7 @@ impl Config {
             bitrate: a.bitrate,
             auth,
             attach_timeout,
+            standby,
         })
     }
 }
@@ -226,6 +241,9 @@ mod tests {
         assert_eq!(c.encoder, EncoderChoice::Auto);
         assert_eq!(c.gop, Duration::from_secs(1));
         assert!(c.auth.is_none());
+        assert!(c.standby);
+        assert!(!Config::from_args(&args(&["--standby", "off"]), None).unwrap().standby);
+        assert!(Config::from_args(&args(&["--standby", "warm"]), None).is_err());
     }
 
     #[test]

@@ -19,17 +19,19 @@
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
+use gstreamer_rtsp_server::RTSPStream;
+use gstreamer_rtsp_server::prelude::*;
 use gstreamer_video as gst_video;
-use shm_proto::{Attached, Event, Follower, Frame, PixelFormat, ReaderOptions, VideoFormat};
+use shm_proto::{Attached, Event, Follower, Frame, PixelFormat, Reader, ReaderOptions, VideoFormat};
 use shmcast_common::ReaderMetrics;
-use shmcast_common::metrics::{self, Counter, FloatGauge, IntGauge};
+use shmcast_common::metrics::{self, Counter, FloatGauge, Histogram, IntGauge};
 use tracing::{debug, info, warn};
 
 use crate::pipeline;
@@ -42,6 +44,14 @@ const POOL_MAX: u32 = 6;
 const NULL_GIVE_UP: Duration = Duration::from_secs(5);
 /// A capture time further than this from "now" is not trusted: re-anchor.
 const MAX_SKEW_NS: i128 = 1_000_000_000;
+/// An active feeder with no client transport for this long goes idle.
+const IDLE_AFTER: Duration = Duration::from_secs(1);
+/// How often an idle feeder looks for a stop or a client it was not told of.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+/// Longest wait for a frame while active, so that a PLAY is acted on within it.
+const PLAY_POLL: Duration = Duration::from_millis(5);
+/// How often an active feeder asks whether its media still has clients.
+const VIEWERS_RECHECK: Duration = Duration::from_millis(100);
 
 /// The bridge's own metrics (each feeder's reader has its [`ReaderMetrics`]).
 pub struct Metrics {
@@ -53,6 +63,8 @@ pub struct Metrics {
     pub encoded_fps: FloatGauge,
     /// Frames read while a client was playing that never reached the encoder.
     pub dropped: Counter,
+    /// A client's PLAY → the next keyframe out of the encoder.
+    pub play_to_keyframe: Histogram,
     /// The reader families, for the stats line (totals of every feeder).
     pub reader: ReaderMetrics,
 }
@@ -69,6 +81,11 @@ impl Metrics {
                 "shmcast_dropped_frames_total",
                 "Frames read while playing that did not reach the encoder (pool exhausted, leaky queue)",
             ),
+            play_to_keyframe: r.histogram(
+                "shmcast_rtsp_play_to_keyframe_seconds",
+                "A client's PLAY (response sent) to the next keyframe out of the encoder",
+                &[0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5],
+            ),
             reader: ReaderMetrics::new(),
         }
     }
@@ -84,9 +101,19 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Set on SIGINT/SIGTERM.
     pub shutdown: AtomicBool,
-    /// The current media's payloader, for force-key-unit on PLAY (weak: the
-    /// media owns it).
-    pub pay: Mutex<Option<gst::glib::WeakRef<gst::Element>>>,
+    /// The medias' payloaders, for force-key-unit on PLAY (weak: the medias
+    /// own them).
+    pub pay: Mutex<Vec<gst::glib::WeakRef<gst::Element>>>,
+    /// Every media (weak: gst-rtsp-server owns them).
+    pub medias: Mutex<Vec<gst::glib::WeakRef<gstreamer_rtsp_server::RTSPMedia>>>,
+    /// Moves on every client PLAY: wakes idle feeders, makes active ones
+    /// send their last frame again at once.
+    pub play: PlaySignal,
+    /// When the latest PLAY not yet answered by a keyframe came (ns since
+    /// `epoch`, 0: none), for `play_to_keyframe`.
+    pub play_at: AtomicU64,
+    /// Origin of `play_at`.
+    pub epoch: Instant,
     /// Feeder threads (joined at shutdown, pruned as they end).
     pub feeders: Mutex<Vec<JoinHandle<()>>>,
     /// The media pipelines (weak), set to NULL at shutdown if still alive.
@@ -101,11 +128,51 @@ impl Shared {
             first: OnceLock::new(),
             metrics: Metrics::register(),
             shutdown: AtomicBool::new(false),
-            pay: Mutex::new(None),
+            pay: Mutex::new(Vec::new()),
+            medias: Mutex::new(Vec::new()),
+            play: PlaySignal::default(),
+            play_at: AtomicU64::new(0),
+            epoch: Instant::now(),
             feeders: Mutex::new(Vec::new()),
             pipelines: Mutex::new(Vec::new()),
         }
     }
+}
+
+/// A counter of client PLAYs that feeders can wait on.
+#[derive(Default)]
+pub struct PlaySignal {
+    count: Mutex<u64>,
+    moved: Condvar,
+}
+
+impl PlaySignal {
+    /// A client started playing.
+    pub fn notify(&self) {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.moved.notify_all();
+    }
+
+    /// The number of PLAYs so far.
+    pub fn current(&self) -> u64 {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until the count differs from `seen` or `timeout` passes; returns `seen`
+    /// (the caller compares again with [`PlaySignal::current`]).
+    pub fn wait(&self, seen: u64, timeout: Duration) -> u64 {
+        let guard = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = self.moved.wait_timeout_while(guard, timeout, |c| *c == seen);
+        seen
+    }
+}
+
+/// What a feeder knows of its media.
+pub struct MediaLink {
+    /// The media's (only) stream, to count its client transports.
+    pub stream: Option<RTSPStream>,
+    /// Set once the media is prepared; until then it needs frames to preroll.
+    pub prepared: Arc<AtomicBool>,
 }
 
 /// Starts a feeder for a new media's `appsrc`. `stop` is set when the media
@@ -115,10 +182,11 @@ pub fn spawn(
     appsrc: gst_app::AppSrc,
     stop: Arc<AtomicBool>,
     out: Arc<AtomicU64>,
+    link: MediaLink,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("rtsp-feeder".into()).spawn(move || {
         let Some(first) = shared.first.get().copied() else { return };
-        let mut f = Feeder::new(shared, appsrc, stop, out, first);
+        let mut f = Feeder::new(shared, appsrc, stop, out, link, first);
         f.run();
     })
 }
@@ -133,6 +201,12 @@ struct Feeder {
     appsrc: gst_app::AppSrc,
     stop: Arc<AtomicBool>,
     out: Arc<AtomicU64>,
+    link: MediaLink,
+    /// Whether the media had a client transport when last asked.
+    viewers: bool,
+    viewers_checked: Instant,
+    /// The producer epoch last announced (re-attaching to the same producer after idling is not news).
+    announced_epoch: Option<u64>,
     first: VideoFormat,
     rate: (i32, i32),
     period: Duration,
@@ -162,6 +236,7 @@ impl Feeder {
         appsrc: gst_app::AppSrc,
         stop: Arc<AtomicBool>,
         out: Arc<AtomicU64>,
+        link: MediaLink,
         first: VideoFormat,
     ) -> Feeder {
         let rate = pipeline::rate(&first);
@@ -171,6 +246,10 @@ impl Feeder {
             appsrc,
             stop,
             out,
+            link,
+            viewers: true,
+            viewers_checked: Instant::now(),
+            announced_epoch: None,
             first,
             rate,
             period,
@@ -198,15 +277,11 @@ impl Feeder {
     }
 
     fn run(&mut self) {
-        let mut follower = match Follower::new(&self.shared.name, ReaderOptions::default()) {
-            Ok(f) => f,
-            Err(e) => {
-                warn!("feeder: {e}");
-                return;
-            }
-        };
         debug!("feeder starts");
+        let mut follower: Option<Follower> = None;
+        let mut seen = self.shared.play.current();
         let mut null_since: Option<Instant> = None;
+        let mut unwatched_since: Option<Instant> = None;
         let mut open_error_logged = false;
         while !self.should_stop() {
             let state = self.appsrc.current_state();
@@ -222,15 +297,46 @@ impl Feeder {
                 // The media is shutting down (end on Flushing).
                 break;
             }
-            let timeout = if playing && !self.live(&follower) {
+            let play = self.shared.play.current();
+            let played = play != seen;
+            seen = play;
+            let watched = self.watched(played);
+            let Some(f) = follower.as_mut() else {
+                if watched && playing {
+                    follower = self.wake_up(&mut open_error_logged);
+                    if follower.is_none() {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                } else {
+                    // Idle: nothing mapped, pushed or kept; a PLAY wakes us at once.
+                    seen = self.shared.play.wait(seen, IDLE_POLL);
+                }
+                continue;
+            };
+            if watched {
+                unwatched_since = None;
+            } else if unwatched_since.get_or_insert_with(Instant::now).elapsed() >= IDLE_AFTER {
+                self.account(f);
+                follower = None;
+                unwatched_since = None;
+                self.go_idle();
+                continue;
+            }
+            if played && playing {
+                // A client joined: the encoder was asked for a keyframe; give it
+                // the last frame now rather than at the next capture.
+                self.repeat();
+            }
+            let timeout = if playing && !self.live(f) {
                 self.period.saturating_sub(self.last_push.elapsed()).max(Duration::from_millis(1))
             } else if playing {
                 self.period * 2
             } else {
                 Duration::from_millis(20)
             };
-            match follower.poll(timeout) {
-                Ok(Event::Frame(f)) => self.on_frame(f, playing),
+            // Short enough to act on a PLAY within a few ms.
+            match f.poll(timeout.min(PLAY_POLL)) {
+                Ok(Event::Frame(fr)) => self.on_frame(fr, playing),
                 Ok(Event::Attached(a)) => self.on_attach(&a),
                 Ok(Event::Detached(status)) => {
                     warn!(stream = %self.shared.name, ?status, "producer gone; repeating the last frame until it is back");
@@ -244,17 +350,78 @@ impl Feeder {
                     std::thread::sleep(Duration::from_millis(200));
                 }
             }
-            self.account(&follower);
-            if playing && !self.live(&follower) && self.last_push.elapsed() >= self.period {
+            let f = follower.as_ref().expect("active");
+            self.account(f);
+            if playing && !self.live(f) && self.last_push.elapsed() >= self.period {
                 self.repeat();
             }
         }
-        self.account(&follower);
+        if let Some(f) = &follower {
+            self.account(f);
+        }
         self.check_leaks(true);
         if let Some(pool) = self.pool.take() {
             let _ = pool.set_active(false);
         }
         debug!(pushed = self.pushed, "feeder ends");
+    }
+
+    /// Whether someone may be watching: the media is still being prepared
+    /// (it needs a frame to preroll) or its stream has a client transport.
+    /// Asks gst-rtsp-server at most every [`VIEWERS_RECHECK`], or at once
+    /// after a PLAY.
+    fn watched(&mut self, force: bool) -> bool {
+        // Relaxed: a standalone flag set by the media's `prepared` signal.
+        if !self.link.prepared.load(Ordering::Relaxed) {
+            return true;
+        }
+        let Some(stream) = &self.link.stream else { return true };
+        if force || self.viewers_checked.elapsed() >= VIEWERS_RECHECK {
+            self.viewers_checked = Instant::now();
+            self.viewers = !stream.transport_filter(None).is_empty();
+        }
+        self.viewers
+    }
+
+    /// Leaves the idle state: maps the ring and pushes its newest frame at
+    /// once (the encoder was asked for a keyframe on PLAY), so the first
+    /// client does not wait for the next capture.
+    fn wake_up(&mut self, error_logged: &mut bool) -> Option<Follower> {
+        let follower = match Follower::new(&self.shared.name, ReaderOptions::default()) {
+            Ok(f) => f,
+            Err(e) => {
+                if !*error_logged {
+                    warn!(stream = %self.shared.name, "cannot open stream: {e}; retrying");
+                    *error_logged = true;
+                }
+                return None;
+            }
+        };
+        if let Some(pool) = &self.pool
+            && pool.set_active(true).is_err()
+        {
+            warn!("cannot activate the buffer pool");
+        }
+        debug!("a client plays: feeder active");
+        if let Ok(mut r) = Reader::open(&self.shared.name, &ReaderOptions::default())
+            && r.status().0.is_alive()
+            && same_layout(r.format(), &self.format)
+            && !self.incompatible
+            && let Some(f) = r.latest()
+        {
+            self.on_frame(f, true);
+        }
+        Some(follower)
+    }
+
+    /// Nobody watches: unmap the ring (the follower is dropped by the
+    /// caller), free the pool's buffers, keep nothing.
+    fn go_idle(&mut self) {
+        self.last = None;
+        if let Some(pool) = &self.pool {
+            let _ = pool.set_active(false);
+        }
+        debug!("no client: feeder idle, ring unmapped");
     }
 
     /// Whether fresh frames are coming that we can use.
@@ -263,10 +430,14 @@ impl Feeder {
     }
 
     fn on_attach(&mut self, a: &Attached) {
-        info!(
-            stream = %self.shared.name, pid = a.pid, epoch = format_args!("{:016x}", a.epoch),
-            format = %a.format, attach = a.attach_count, "producer attached"
-        );
+        if self.announced_epoch.replace(a.epoch) == Some(a.epoch) {
+            debug!(stream = %self.shared.name, pid = a.pid, "ring mapped again");
+        } else {
+            info!(
+                stream = %self.shared.name, pid = a.pid, epoch = format_args!("{:016x}", a.epoch),
+                format = %a.format, attach = a.attach_count, "producer attached"
+            );
+        }
         let compatible = a.format.pixel.is_compressed() == self.first.pixel.is_compressed();
         if !compatible {
             warn!(

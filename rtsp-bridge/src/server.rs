@@ -10,8 +10,8 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
@@ -21,7 +21,10 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_rtsp::RTSPStatusCode;
 use gstreamer_rtsp_server::prelude::*;
-use gstreamer_rtsp_server::{self as rtsp_server, RTSPAuth, RTSPFilterResult, RTSPMediaFactory, RTSPServer, RTSPToken};
+use gstreamer_rtsp_server::{
+    self as rtsp_server, RTSPAuth, RTSPFilterResult, RTSPMedia, RTSPMediaFactory, RTSPMediaStatus, RTSPServer,
+    RTSPToken,
+};
 use gstreamer_video as gst_video;
 use shm_proto::{Reader, ReaderOptions, VideoFormat};
 use tracing::{debug, info, warn};
@@ -56,15 +59,21 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         server.set_auth(Some(&auth));
     }
     connect_clients(&server, &shared, cfg.max_clients);
-    let source = server
-        .attach(None)
-        .map_err(|_| anyhow!("cannot listen on {}: binding the RTSP socket failed (address in use?)", cfg.listen))?;
-    let url = format!("rtsp://{}{}", SocketAddr::new(cfg.listen.ip(), server.bound_port() as u16), cfg.mount);
+    let (source, port) = listen(&server).with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let url = format!("rtsp://{}{}", SocketAddr::new(cfg.listen.ip(), port), cfg.mount);
     info!(%url, encoder = encoder.element(), "listening");
 
     let failure: Rc<RefCell<Option<anyhow::Error>>> = Rc::new(RefCell::new(None));
-    wait_for_producer(&cfg, encoder, &server, &shared, &main_loop, &failure, url);
-    start_stats(&shared, &main_loop, shutdown_flag);
+    let standby = Arc::new(Standby::new(&cfg, port));
+    let fail = {
+        let (main_loop, failure) = (main_loop.clone(), Rc::clone(&failure));
+        move |e: anyhow::Error| {
+            *failure.borrow_mut() = Some(e);
+            main_loop.quit();
+        }
+    };
+    wait_for_producer(&cfg, encoder, &server, &shared, &standby, fail, url);
+    start_stats(&shared, &standby, &main_loop, shutdown_flag);
 
     main_loop.run();
 
@@ -76,6 +85,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         c.close();
         RTSPFilterResult::Remove
     }));
+    standby.release();
     if let Some(mounts) = server.mount_points() {
         mounts.remove_factory(&cfg.mount);
     }
@@ -95,11 +105,46 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             let _ = bin.set_state(gst::State::Null);
         }
     }
-    source.remove();
+    source.destroy();
     match failure.borrow_mut().take() {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Binds the server's socket and accepts its clients on the main loop, like
+/// `RTSPServer::attach`, with one difference: `TCP_NODELAY` on the listening
+/// socket (Linux hands it down to every accepted socket). Without it the
+/// first RTP packets after the PLAY response waited for the client's delayed
+/// ACK of that response (Nagle): about 40 ms more to every join, measured.
+fn listen(server: &RTSPServer) -> anyhow::Result<(glib::Source, u16)> {
+    use rtsp_server::gio;
+    let socket = server
+        .create_socket(None::<&gio::Cancellable>)
+        .map_err(|e| anyhow!("binding the RTSP socket failed (address in use?): {e}"))?;
+    socket.set_option(libc::IPPROTO_TCP, libc::TCP_NODELAY, 1).map_err(|e| anyhow!("cannot set TCP_NODELAY: {e}"))?;
+    let port = socket
+        .local_address()
+        .ok()
+        .and_then(|a| a.downcast::<gio::InetSocketAddress>().ok())
+        .map(|a| a.port())
+        .context("cannot read the RTSP socket's port")?;
+    let srv = server.clone();
+    let source = gio::prelude::SocketExtManual::create_source(
+        &socket,
+        glib::IOCondition::IN | glib::IOCondition::ERR | glib::IOCondition::HUP | glib::IOCondition::NVAL,
+        None::<&gio::Cancellable>,
+        Some("shmcast-rtsp-listen"),
+        glib::Priority::DEFAULT,
+        move |sock, cond| {
+            if RTSPServer::io_func(sock, cond, &srv).is_err() {
+                warn!("cannot accept a client");
+            }
+            glib::ControlFlow::Continue
+        },
+    );
+    source.attach(None);
+    Ok((source, port))
 }
 
 /// Counts clients, refuses those beyond `max`, and asks for a keyframe on PLAY.
@@ -129,33 +174,62 @@ fn connect_clients(server: &RTSPServer, shared: &Arc<Shared>, max: Option<u32>) 
             debug!("client closed");
         });
         let s = Arc::clone(&shared);
-        client.connect_play_request(move |_, _| force_key_unit(&s));
+        // Emitted once the PLAY response is sent and the client's transport is active.
+        client.connect_play_request(move |_, _| {
+            let now = (s.epoch.elapsed().as_nanos() as u64).max(1);
+            // Relaxed: a timestamp for a statistic (the latest PLAY).
+            s.play_at.store(now, Ordering::Relaxed);
+            debug!("client PLAY: asking for a keyframe");
+            send_at_once(&s);
+            force_key_unit(&s);
+            s.play.notify();
+        });
     });
 }
 
+/// gst-rtsp-server's sinks wait for each packet's timestamp (plus the
+/// pipeline latency) on the clock before sending it ("rate control", which
+/// its client turns on again at every SETUP): pointless for a live source,
+/// which the camera paces, and it delays a joining client's keyframe. Off
+/// for every media, once the new client's transport is active.
+fn send_at_once(shared: &Shared) {
+    let medias: Vec<RTSPMedia> = {
+        let mut m = shared.medias.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|w| w.upgrade().is_some());
+        m.iter().filter_map(|w| w.upgrade()).collect()
+    };
+    for media in medias {
+        media.set_rate_control(false);
+    }
+}
+
 /// A client joining a running shared media sees garbage until the next IDR:
-/// ask the encoder for one now, with SPS/PPS.
+/// ask the encoder for one now, with SPS/PPS (the feeder then sends it a
+/// frame at once, see [`crate::feeder::PlaySignal`]).
 fn force_key_unit(shared: &Shared) {
-    let pay = shared.pay.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|w| w.upgrade());
-    if let Some(pay) = pay {
+    let pays: Vec<gst::Element> = {
+        let mut p = shared.pay.lock().unwrap_or_else(|p| p.into_inner());
+        p.retain(|w| w.upgrade().is_some());
+        p.iter().filter_map(|w| w.upgrade()).collect()
+    };
+    for pay in pays {
         let ev = gst_video::UpstreamForceKeyUnitEvent::builder().all_headers(true).build();
         pay.send_event(ev);
     }
 }
 
 /// Polls for the producer; once it is there, mounts the stream with its
-/// format. Fails the run after `--attach-timeout`.
+/// format. Fails the run (`fail`) after `--attach-timeout`.
 fn wait_for_producer(
     cfg: &Config,
     encoder: Encoder,
     server: &RTSPServer,
     shared: &Arc<Shared>,
-    main_loop: &glib::MainLoop,
-    failure: &Rc<RefCell<Option<anyhow::Error>>>,
+    standby: &Arc<Standby>,
+    fail: impl Fn(anyhow::Error) + 'static,
     url: String,
 ) {
-    let (cfg, server, shared, main_loop, failure) =
-        (cfg.clone(), server.clone(), Arc::clone(shared), main_loop.clone(), Rc::clone(failure));
+    let (cfg, server, shared, standby) = (cfg.clone(), server.clone(), Arc::clone(shared), Arc::clone(standby));
     let started = Instant::now();
     let mut announced = false;
     let mut error_logged = false;
@@ -164,7 +238,9 @@ fn wait_for_producer(
             Ok(r) if r.status().0.is_alive() => {
                 let format = *r.format();
                 drop(r);
-                mount(&cfg, encoder, &server, &shared, format);
+                let factory = mount(&cfg, encoder, &server, &shared, format);
+                standby.set_factory(factory);
+                standby.ensure();
                 info!(%url, %format, "producer found; serving");
                 return glib::ControlFlow::Break;
             }
@@ -184,9 +260,7 @@ fn wait_for_producer(
         if let Some(t) = cfg.attach_timeout
             && started.elapsed() >= t
         {
-            *failure.borrow_mut() =
-                Some(anyhow!("no producer for stream {} within {:.1} s (--attach-timeout)", cfg.name, t.as_secs_f64()));
-            main_loop.quit();
+            fail(anyhow!("no producer for stream {} within {:.1} s (--attach-timeout)", cfg.name, t.as_secs_f64()));
             return glib::ControlFlow::Break;
         }
         glib::ControlFlow::Continue
@@ -196,7 +270,13 @@ fn wait_for_producer(
     }
 }
 
-fn mount(cfg: &Config, encoder: Encoder, server: &RTSPServer, shared: &Arc<Shared>, format: VideoFormat) {
+fn mount(
+    cfg: &Config,
+    encoder: Encoder,
+    server: &RTSPServer,
+    shared: &Arc<Shared>,
+    format: VideoFormat,
+) -> RTSPMediaFactory {
     let _ = shared.first.set(format);
     let factory = RTSPMediaFactory::new();
     let launch = pipeline::launch(cfg, encoder, &format);
@@ -215,7 +295,121 @@ fn mount(cfg: &Config, encoder: Encoder, server: &RTSPServer, shared: &Arc<Share
     let shared = Arc::clone(shared);
     factory.connect_media_configure(move |_, media| configure(&shared, media));
     if let Some(mounts) = server.mount_points() {
-        mounts.add_factory(&cfg.mount, factory);
+        mounts.add_factory(&cfg.mount, factory.clone());
+    }
+    factory
+}
+
+/// The mount's media kept prepared while nobody watches (`--standby
+/// prepared`): its pipeline and encoder exist, its feeder is idle (nothing
+/// pushed, ring unmapped), and a client's DESCRIBE finds it in the factory's
+/// cache of shared medias — keyed by port and path, so a client that reaches
+/// the server through the port it listens on — instead of building one.
+///
+/// The bridge holds one `prepare` of it (gst-rtsp-server counts them and
+/// unprepares a media only when the count drops to zero), so the last client
+/// leaving does not tear it down. A media that failed (status error) or was
+/// unprepared is replaced, at most every [`STANDBY_RETRY`].
+struct Standby {
+    enabled: bool,
+    url: String,
+    factory: Mutex<Option<RTSPMediaFactory>>,
+    media: Mutex<Option<RTSPMedia>>,
+    /// A prepare is under way (on its own thread: it blocks until preroll).
+    busy: AtomicBool,
+    tried: Mutex<Option<Instant>>,
+    released: AtomicBool,
+}
+
+const STANDBY_RETRY: Duration = Duration::from_secs(5);
+
+impl Standby {
+    fn new(cfg: &Config, port: u16) -> Standby {
+        Standby {
+            enabled: cfg.standby,
+            url: format!("rtsp://127.0.0.1:{port}{}", cfg.mount),
+            factory: Mutex::new(None),
+            media: Mutex::new(None),
+            busy: AtomicBool::new(false),
+            tried: Mutex::new(None),
+            released: AtomicBool::new(false),
+        }
+    }
+
+    fn set_factory(&self, factory: RTSPMediaFactory) {
+        *self.factory.lock().unwrap_or_else(|p| p.into_inner()) = Some(factory);
+    }
+
+    /// Checks the standby media, replacing it if it failed or is gone.
+    /// Called on the main loop (at mount, then every second).
+    fn ensure(self: &Arc<Self>) {
+        // Relaxed: standalone flags.
+        if !self.enabled || self.released.load(Ordering::Relaxed) || self.busy.load(Ordering::Relaxed) {
+            return;
+        }
+        {
+            let mut m = self.media.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(media) = m.as_ref() {
+                match media.status() {
+                    RTSPMediaStatus::Error => {
+                        warn!("the standby media failed; building a new one");
+                        if let Some(old) = m.take() {
+                            let _ = old.unprepare();
+                        }
+                    }
+                    RTSPMediaStatus::Unprepared => {
+                        m.take();
+                    }
+                    _ => return,
+                }
+            }
+        }
+        {
+            let mut t = self.tried.lock().unwrap_or_else(|p| p.into_inner());
+            if t.is_some_and(|t| t.elapsed() < STANDBY_RETRY) {
+                return;
+            }
+            *t = Some(Instant::now());
+        }
+        let Some(factory) = self.factory.lock().unwrap_or_else(|p| p.into_inner()).clone() else { return };
+        self.busy.store(true, Ordering::Relaxed);
+        let me = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name("rtsp-standby".into()).spawn(move || {
+            if let Err(e) = me.prepare(&factory) {
+                warn!("cannot keep a media prepared: {e:#}");
+            }
+            me.busy.store(false, Ordering::Relaxed);
+        });
+        if spawned.is_err() {
+            self.busy.store(false, Ordering::Relaxed);
+        }
+    }
+
+    fn prepare(&self, factory: &RTSPMediaFactory) -> anyhow::Result<()> {
+        let (_, url) = gstreamer_rtsp::RTSPUrl::parse(&self.url);
+        let url = url.with_context(|| format!("cannot parse {}", self.url))?;
+        let media = factory.construct(&url).context("cannot construct the media")?;
+        {
+            let mut m = self.media.lock().unwrap_or_else(|p| p.into_inner());
+            // Relaxed: a standalone flag.
+            if self.released.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            *m = Some(media.clone());
+        }
+        // The bus watch goes to the default main context, which the main loop runs.
+        media.prepare(None).context("cannot prepare the media")?;
+        debug!("standby media prepared");
+        Ok(())
+    }
+
+    /// Gives the standby media up (shutdown).
+    fn release(&self) {
+        // Relaxed: a standalone flag.
+        self.released.store(true, Ordering::Relaxed);
+        if let Some(m) = self.media.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = m.unprepare();
+        }
     }
 }
 
@@ -248,13 +442,40 @@ fn configure(shared: &Arc<Shared>, media: &rtsp_server::RTSPMedia) {
     }
     if let Some(pay) = bin.by_name("pay0") {
         if let Some(pad) = pay.static_pad("sink") {
-            let encoded = shared.metrics.encoded.clone();
-            count_buffers(&pad, move || {
-                encoded.inc();
+            let s = Arc::clone(shared);
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                s.metrics.encoded.inc();
+                let key = info.buffer().is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT));
+                // Relaxed: a timestamp for a statistic.
+                if key
+                    && let Ok(at) = s.play_at.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |_| Some(0))
+                    && at != 0
+                {
+                    let dt = (s.epoch.elapsed().as_nanos() as u64).saturating_sub(at);
+                    s.metrics.play_to_keyframe.observe(dt as f64 / 1e9);
+                    debug!(ms = format_args!("{:.1}", dt as f64 / 1e6), "keyframe out of the encoder after a PLAY");
+                }
+                gst::PadProbeReturn::Ok
             });
         }
-        *shared.pay.lock().unwrap_or_else(|p| p.into_inner()) = Some(pay.downgrade());
+        let mut pays = shared.pay.lock().unwrap_or_else(|p| p.into_inner());
+        pays.retain(|w| w.upgrade().is_some());
+        pays.push(pay.downgrade());
     }
+    {
+        let mut m = shared.medias.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|w| w.upgrade().is_some());
+        m.push(media.downgrade());
+    }
+    let prepared = Arc::new(AtomicBool::new(false));
+    {
+        let prepared = Arc::clone(&prepared);
+        media.connect_prepared(move |_| {
+            // Relaxed: a standalone flag polled by the feeder.
+            prepared.store(true, Ordering::Relaxed);
+        });
+    }
+    let link = feeder::MediaLink { stream: media.stream(0), prepared };
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = Arc::clone(&stop);
@@ -269,7 +490,7 @@ fn configure(shared: &Arc<Shared>, media: &rtsp_server::RTSPMedia) {
         p.push(bin.upcast_ref::<gst::Element>().downgrade());
     }
     debug!("media configured; starting its feeder");
-    match feeder::spawn(Arc::clone(shared), appsrc, stop, out) {
+    match feeder::spawn(Arc::clone(shared), appsrc, stop, out, link) {
         Ok(h) => {
             let mut f = shared.feeders.lock().unwrap_or_else(|p| p.into_inner());
             f.retain(|h| !h.is_finished());
@@ -280,8 +501,8 @@ fn configure(shared: &Arc<Shared>, media: &rtsp_server::RTSPMedia) {
 }
 
 /// Once a second: encoded fps, pruning, the shutdown flag; every 5 s the stats line.
-fn start_stats(shared: &Arc<Shared>, main_loop: &glib::MainLoop, flag: Arc<AtomicBool>) {
-    let (shared, main_loop) = (Arc::clone(shared), main_loop.clone());
+fn start_stats(shared: &Arc<Shared>, standby: &Arc<Standby>, main_loop: &glib::MainLoop, flag: Arc<AtomicBool>) {
+    let (shared, standby, main_loop) = (Arc::clone(shared), Arc::clone(standby), main_loop.clone());
     let mut last = (Instant::now(), 0u64);
     let mut ticks = 0u64;
     let mut quit_sent = false;
@@ -298,6 +519,7 @@ fn start_stats(shared: &Arc<Shared>, main_loop: &glib::MainLoop, flag: Arc<Atomi
         if !ticks.is_multiple_of(10) {
             return glib::ControlFlow::Continue;
         }
+        standby.ensure();
         let m = &shared.metrics;
         let encoded = m.encoded.get();
         let dt = last.0.elapsed().as_secs_f64();

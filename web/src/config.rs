@@ -17,6 +17,9 @@ Examples:
   # with the detector's events and snapshots of cam0
   shmcast-web --events cam0=/var/lib/shmcast/cam0.jsonl --snapshots cam0=/var/lib/shmcast/snaps
 
+  # the events and snapshots of every detector that scripts/deploy.sh runs from these configs
+  shmcast-web --config deploy/cam0.toml --config deploy/cam1.toml
+
   # on the LAN, with HTTP Basic authentication
   shmcast-web --listen 0.0.0.0:8080 --auth-file /etc/shmcast/web.auth
 
@@ -48,6 +51,14 @@ pub struct Args {
     /// inside these directories are served. Repeatable.
     #[arg(long = "snapshots", value_name = "[STREAM=]DIR")]
     pub snapshots: Vec<String>,
+
+    /// A deployment config (the TOML of scripts/deploy.sh): its stream's
+    /// detector writes events and snapshots where its `[detect] args` say
+    /// (`--events FILE`, `--snapshots DIR`), and they are read from there.
+    /// Relative paths are taken from the current directory, as for the
+    /// detector deploy.sh starts there. Repeatable (one config per stream).
+    #[arg(long = "config", value_name = "DEPLOY.toml")]
+    pub configs: Vec<PathBuf>,
 
     /// HTTP Basic credentials USER:PASSWORD.
     #[arg(long, value_name = "USER:PASSWORD", conflicts_with = "auth_file")]
@@ -121,6 +132,67 @@ fn parse_credentials(s: &str, what: &str) -> anyhow::Result<Credentials> {
     Ok(Credentials { user: user.to_string(), password: password.to_string() })
 }
 
+/// Where one deployment's detector writes: its stream, events file and
+/// snapshot directory (either may be absent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeployOutputs {
+    /// `[stream] name`.
+    pub stream: String,
+    /// The detector's `--events FILE` (not `-`, which is its log).
+    pub events: Option<PathBuf>,
+    /// The detector's `--snapshots DIR`.
+    pub snapshots: Option<PathBuf>,
+}
+
+/// Reads a deployment config (the TOML of scripts/deploy.sh) for its
+/// detector's outputs. A config without an enabled `[detect]` section has none.
+pub fn deploy_outputs(path: &std::path::Path) -> anyhow::Result<DeployOutputs> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read --config {}", path.display()))?;
+    parse_deploy(&text).with_context(|| format!("invalid --config {}", path.display()))
+}
+
+fn parse_deploy(text: &str) -> anyhow::Result<DeployOutputs> {
+    let t: toml::Table =
+        text.parse().map_err(|e: toml::de::Error| anyhow::anyhow!("not valid TOML: {}", e.message()))?;
+    let stream =
+        t.get("stream").and_then(|s| s.get("name")).and_then(|n| n.as_str()).context("no [stream] name")?.to_string();
+    shm_proto::StreamName::new(&stream).map_err(|e| anyhow::anyhow!("stream.name: {e}"))?;
+    let mut out = DeployOutputs { stream, events: None, snapshots: None };
+    let Some(detect) = t.get("detect") else { return Ok(out) };
+    if detect.get("enabled").and_then(|v| v.as_bool()) == Some(false) {
+        return Ok(out);
+    }
+    let Some(args) = detect.get("args") else { return Ok(out) };
+    let args: Vec<&str> = args
+        .as_array()
+        .and_then(|a| a.iter().map(|v| v.as_str()).collect::<Option<Vec<_>>>())
+        .context("detect.args must be a list of strings")?;
+    // Both `--flag VALUE` and `--flag=VALUE`, as clap takes them; the last one wins.
+    let mut i = 0;
+    while i < args.len() {
+        let (flag, inline) = match args[i].split_once('=') {
+            Some((f, v)) => (f, Some(v)),
+            None => (args[i], None),
+        };
+        let value = match inline {
+            Some(v) => Some(v),
+            None if flag == "--events" || flag == "--snapshots" => {
+                i += 1;
+                args.get(i).copied()
+            }
+            None => None,
+        };
+        match (flag, value) {
+            ("--events", Some(v)) => out.events = (v != "-").then(|| PathBuf::from(v)),
+            ("--snapshots", Some(v)) => out.snapshots = Some(PathBuf::from(v)),
+            ("--events" | "--snapshots", None) => bail!("detect.args: {flag} without a value"),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
 /// Splits `STREAM=PATH` (a stream name then '=') from a plain path.
 fn split_stream(s: &str) -> (Option<String>, &str) {
     if let Some((name, path)) = s.split_once('=')
@@ -153,6 +225,24 @@ impl Config {
             events.push(EventSource { stream, path: PathBuf::from(path) });
         }
         let mut snapshot_dirs = Vec::new();
+        for path in &a.configs {
+            let d = deploy_outputs(path)?;
+            if let Some(e) = d.events {
+                events.push(EventSource { stream: Some(d.stream.clone()), path: e });
+            }
+            if let Some(dir) = d.snapshots {
+                // The detector creates it when it starts; it may not have yet.
+                std::fs::create_dir_all(&dir).with_context(|| {
+                    format!("--config {}: cannot create snapshot directory {}", path.display(), dir.display())
+                })?;
+                let dir = std::fs::canonicalize(&dir).with_context(|| {
+                    format!("--config {}: cannot open snapshot directory {}", path.display(), dir.display())
+                })?;
+                if !snapshot_dirs.contains(&dir) {
+                    snapshot_dirs.push(dir);
+                }
+            }
+        }
         for d in &a.snapshots {
             let (_, path) = split_stream(d);
             let dir = std::fs::canonicalize(path)
@@ -208,6 +298,42 @@ mod tests {
         // "/tmp/b" is not a stream name: the whole argument is the path.
         assert_eq!(c.events[1].stream, None);
         assert_eq!(c.events[1].path, PathBuf::from("/tmp/b=c.jsonl"));
+    }
+
+    #[test]
+    fn deploy_configs_give_the_detector_outputs() {
+        let d = parse_deploy(
+            "[stream]\nname = \"cam0\"\n[detect]\nargs = [\"--mask\", \"0,0,1,1\", \"--events\", \"/tmp/e.jsonl\", \
+             \"--snapshots=snaps\"]\n",
+        )
+        .unwrap();
+        assert_eq!(d.stream, "cam0");
+        assert_eq!(d.events, Some(PathBuf::from("/tmp/e.jsonl")));
+        assert_eq!(d.snapshots, Some(PathBuf::from("snaps")));
+        // Events to stdout, a disabled detector, no detector: nothing to read.
+        let d = parse_deploy("[stream]\nname = \"c\"\n[detect]\nargs = [\"--events\", \"-\"]\n").unwrap();
+        assert_eq!((d.events, d.snapshots), (None, None));
+        let d =
+            parse_deploy("[stream]\nname = \"c\"\n[detect]\nenabled = false\nargs = [\"--events\", \"e\"]\n").unwrap();
+        assert_eq!(d.events, None);
+        assert_eq!(parse_deploy("[stream]\nname = \"c\"\n").unwrap().events, None);
+        for bad in [
+            "[stream]\n",
+            "[stream]\nname = \"bad name\"\n",
+            "[stream]\nname = \"c\"\n[detect]\nargs = [\"--events\"]\n",
+            "[stream]\nname = \"c\"\n[detect]\nargs = [1]\n",
+            "[stream\n",
+        ] {
+            assert!(parse_deploy(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_example_deploy_config_is_read() {
+        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/example.toml");
+        let d = deploy_outputs(&example).unwrap();
+        assert_eq!(d.stream, "cam0");
+        assert_eq!(d.events, Some(PathBuf::from("/tmp/cam0.events.jsonl")));
     }
 
     #[test]

@@ -36,11 +36,58 @@ pub const START_TAIL: u64 = 8 << 20;
 /// How often the files are checked for new lines.
 pub const POLL: Duration = Duration::from_millis(100);
 
+/// Where a listing of events starts (`/api/events?since=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Since {
+    /// Events after this id.
+    Id(u64),
+    /// Events that started at or after this time (ns since the Unix epoch,
+    /// UTC): their `start_capture_ns`, else their `start_time`.
+    Time(i128),
+}
+
+impl Since {
+    /// An event id (digits) or an RFC 3339 time (`2026-11-30T06:00:00Z`,
+    /// `2026-11-30T07:00:00.5+01:00`).
+    pub fn parse(s: &str) -> Result<Since, String> {
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            return s.parse().map(Since::Id).map_err(|_| format!("invalid since={s}: event id out of range"));
+        }
+        chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| Since::Time(unix_ns(&t))).ok_or_else(|| {
+            format!("invalid since={s:?}: expected an event id or an RFC 3339 time such as 2026-11-30T06:00:00Z")
+        })
+    }
+
+    fn admits(&self, e: &StoredEvent) -> bool {
+        match *self {
+            Since::Id(id) => e.id > id,
+            Since::Time(t) => e.start_ns.is_some_and(|s| s >= t),
+        }
+    }
+}
+
+/// The event's start time in ns since the epoch: `start_capture_ns`, else
+/// `start_time` (RFC 3339).
+fn start_ns(obj: &serde_json::Map<String, Value>) -> Option<i128> {
+    if let Some(ns) = obj.get("start_capture_ns").and_then(Value::as_u64).filter(|&n| n > 0) {
+        return Some(i128::from(ns));
+    }
+    let t = obj.get("start_time").and_then(Value::as_str)?;
+    chrono::DateTime::parse_from_rfc3339(t).ok().map(|t| unix_ns(&t))
+}
+
+/// ns since the epoch, for any year chrono parses (i64 ns end in 2262).
+fn unix_ns(t: &chrono::DateTime<chrono::FixedOffset>) -> i128 {
+    i128::from(t.timestamp()) * 1_000_000_000 + i128::from(t.timestamp_subsec_nanos())
+}
+
 /// One event: the detector's JSON object plus `id` and `stream`.
 #[derive(Debug)]
 pub struct StoredEvent {
     /// Id, increasing from 1 in this server's run.
     pub id: u64,
+    /// When it started (ns since the epoch), if the event says.
+    pub start_ns: Option<i128>,
     /// Stream name ("" when unknown).
     pub stream: String,
     /// Event type (`meteor`, `motion`, ...).
@@ -82,13 +129,13 @@ impl Events {
     }
 
     /// Kept events matching the filters, oldest first.
-    pub fn query(&self, stream: Option<&str>, kind: Option<&str>, since: Option<u64>) -> Vec<Arc<StoredEvent>> {
+    pub fn query(&self, stream: Option<&str>, kind: Option<&str>, since: Option<Since>) -> Vec<Arc<StoredEvent>> {
         let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
         events
             .iter()
             .filter(|e| stream.is_none_or(|s| e.stream == s))
             .filter(|e| kind.is_none_or(|k| e.kind == k))
-            .filter(|e| since.is_none_or(|id| e.id > id))
+            .filter(|e| since.is_none_or(|s| s.admits(e)))
             .cloned()
             .collect()
     }
@@ -126,7 +173,8 @@ impl Events {
         if snapshot.is_some() {
             obj.insert("snapshot_url".into(), format!("/api/events/{id}/snapshot.jpg").into());
         }
-        let e = Arc::new(StoredEvent { id, stream, kind, json: Value::Object(obj), snapshot });
+        let start_ns = start_ns(&obj);
+        let e = Arc::new(StoredEvent { id, start_ns, stream, kind, json: Value::Object(obj), snapshot });
         {
             let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
             if events.len() >= KEEP {
@@ -268,6 +316,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn since_takes_an_id_or_an_rfc3339_time() {
+        assert_eq!(Since::parse("42"), Ok(Since::Id(42)));
+        let t = 1_764_482_400_000_000_000i128; // 2025-11-30T06:00:00Z
+        assert_eq!(Since::parse("2025-11-30T06:00:00Z"), Ok(Since::Time(t)));
+        assert_eq!(Since::parse("2025-11-30T07:00:00.5+01:00"), Ok(Since::Time(t + 500_000_000)));
+        assert!(matches!(Since::parse("2999-01-01T00:00:00Z"), Ok(Since::Time(_))));
+        for bad in ["", "-1", "yesterday", "2025-11-30", "2025-11-30 06:00:00", "99999999999999999999999"] {
+            let e = Since::parse(bad).unwrap_err();
+            assert!(e.starts_with("invalid since="), "{bad}: {e}");
+        }
+
+        let events = Events::new(Vec::new());
+        let src = EventSource { stream: Some("cam0".into()), path: PathBuf::from("x") };
+        // By capture time, by start_time (the detector writes both), and one with neither.
+        events.add_line(&src, format!("{{\"type\":\"meteor\",\"start_capture_ns\":{}}}", t - 1).as_bytes());
+        events.add_line(&src, b"{\"type\":\"plane\",\"start_time\":\"2025-11-30T06:00:00.000Z\"}");
+        events.add_line(&src, format!("{{\"type\":\"motion\",\"start_capture_ns\":{}}}", t + 1).as_bytes());
+        events.add_line(&src, b"{\"type\":\"motion\"}");
+        let kinds = |s: Since| events.query(None, None, Some(s)).iter().map(|e| e.kind.clone()).collect::<Vec<_>>();
+        assert_eq!(kinds(Since::Time(t)), ["plane", "motion"]);
+        assert_eq!(kinds(Since::Time(t + 2)), Vec::<String>::new());
+        assert_eq!(kinds(Since::Id(2)), ["motion", "motion"]);
+    }
+
+    #[test]
     fn stream_names_from_snapshot_files() {
         assert_eq!(stream_from_snapshot_name("cam0-60-1-meteor.png").as_deref(), Some("cam0"));
         assert_eq!(stream_from_snapshot_name("front-door-7-12-motion.png").as_deref(), Some("front-door"));
@@ -292,7 +365,7 @@ mod tests {
         assert_eq!(all[1].kind, "motion");
         assert_eq!(all[1].json["stream"], "cam0");
         assert_eq!(events.query(None, Some("meteor"), None).len(), 1);
-        assert_eq!(events.query(None, None, Some(1)).len(), 1);
+        assert_eq!(events.query(None, None, Some(Since::Id(1))).len(), 1);
         assert_eq!(events.query(Some("other"), None, None).len(), 0);
         std::fs::write(&path, "{\"type\":\"meteor\"}\n").unwrap();
         t.poll(&events);

@@ -217,12 +217,17 @@ struct EventsQuery {
     stream: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
-    since: Option<u64>,
+    /// An event id or an RFC 3339 time.
+    since: Option<String>,
 }
 
 async fn list_events(State(app): State<Shared>, Query(q): Query<EventsQuery>) -> Response {
+    let since = match q.since.as_deref().map(events::Since::parse).transpose() {
+        Ok(s) => s,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+    };
     let list: Vec<_> =
-        app.events.query(q.stream.as_deref(), q.kind.as_deref(), q.since).iter().map(|e| e.json.clone()).collect();
+        app.events.query(q.stream.as_deref(), q.kind.as_deref(), since).iter().map(|e| e.json.clone()).collect();
     axum::Json(list).into_response()
 }
 

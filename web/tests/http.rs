@@ -296,6 +296,17 @@ fn events_stream_as_the_detector_writes_them() {
     assert!(list.iter().any(|e| e["id"] == id), "{list:?}");
     let list: Vec<serde_json::Value> = c.get(format!("{base}/api/events?since={id}")).send().unwrap().json().unwrap();
     assert!(list.iter().all(|e| e["id"].as_u64().unwrap() > id));
+    // By time: the event's own start_time includes it, a later time does not.
+    let start = ev["start_time"].as_str().expect("start_time").to_string();
+    let r = c.get(format!("{base}/api/events")).query(&[("since", start.as_str())]).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let list: Vec<serde_json::Value> = r.json().unwrap();
+    assert!(list.iter().any(|e| e["id"] == id), "since={start}: {list:?}");
+    let r = c.get(format!("{base}/api/events")).query(&[("since", "2999-01-01T00:00:00Z")]).send().unwrap();
+    assert!(r.json::<Vec<serde_json::Value>>().unwrap().is_empty());
+    let r = c.get(format!("{base}/api/events?since=yesterday")).send().unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.json::<serde_json::Value>().unwrap()["error"].as_str().unwrap().contains("RFC 3339"));
     let none: Vec<serde_json::Value> = c.get(format!("{base}/api/events?stream=other")).send().unwrap().json().unwrap();
     assert!(none.is_empty());
     assert_eq!(c.get(format!("{base}/api/events/999999/snapshot.jpg")).send().unwrap().status(), 404);

@@ -10,7 +10,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -24,6 +24,8 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use shm_proto::PixelFormat;
 use shmcast_common::bench::{ChildGuard, cpu_seconds, percentile, sibling_bin, sorted};
+
+mod join;
 
 /// Benchmark the RTSP bridge end to end.
 #[derive(Parser)]
@@ -54,6 +56,39 @@ enum Cmd {
         #[arg(long = "size", default_values_t = ["1280x720".to_string(), "1920x1080".to_string()])]
         sizes: Vec<String>,
     },
+    /// Time from a client's start (and from its PLAY) to its first decoded
+    /// frame, over repeated joins: the first client of an idle mount, and a
+    /// client joining a mount another client is playing.
+    Join {
+        /// Joins measured per case and size (after one unmeasured warm-up join).
+        #[arg(long, default_value_t = 20)]
+        joins: usize,
+        /// Pixel format of the source.
+        #[arg(long, default_value = "i420")]
+        format: String,
+        /// Encoder passed to shmcast-rtsp.
+        #[arg(long, default_value = "auto")]
+        encoder: String,
+        /// Sizes to measure, WxH (repeatable).
+        #[arg(long = "size", default_values_t = ["1280x720".to_string(), "1920x1080".to_string()])]
+        sizes: Vec<String>,
+        /// The measuring client's rtspsrc `latency` (its jitterbuffer, ms).
+        #[arg(long, default_value_t = 0)]
+        client_latency: u32,
+        /// Seconds the mount stays without any client before each first-client join.
+        #[arg(long, default_value_t = 2.0)]
+        idle: f64,
+        /// Seconds over which the idle bridge's CPU is measured (no client).
+        #[arg(long, default_value_t = 10.0)]
+        idle_window: f64,
+        /// Extra argument for shmcast-rtsp (repeatable), e.g. --bridge-arg=--gop --bridge-arg=2.
+        #[arg(long = "bridge-arg", allow_hyphen_values = true)]
+        bridge_args: Vec<String>,
+        /// The shmcast-rtsp binary to measure (default: the one next to this
+        /// bench), e.g. an older build as a baseline.
+        #[arg(long, value_name = "PATH")]
+        bridge: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +97,27 @@ fn main() -> ExitCode {
         shmcast_common::init_logging("warn")?;
         match args.cmd {
             Some(Cmd::Latency { seconds, format, encoder, sizes }) => latency(seconds, &format, &encoder, &sizes),
+            Some(Cmd::Join {
+                joins,
+                format,
+                encoder,
+                sizes,
+                client_latency,
+                idle,
+                idle_window,
+                bridge_args,
+                bridge,
+            }) => join::run(&join::Options {
+                joins,
+                format,
+                encoder,
+                sizes,
+                client_latency,
+                idle: Duration::from_secs_f64(idle.max(0.0)),
+                idle_window: Duration::from_secs_f64(idle_window.max(0.1)),
+                bridge_args,
+                bridge,
+            }),
             None => latency(10, "i420", "auto", &["1280x720".into(), "1920x1080".into()]),
         }
     })
