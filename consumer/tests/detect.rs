@@ -27,12 +27,9 @@ fn detector(name: &str, args: &[&str]) -> Command {
 /// status band is the stream's overlay region, ignored by default.
 #[test]
 fn eval_meets_quality_targets() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out_dir = std::env::temp_dir().join(format!("shmcast-eval-test-{}", std::process::id()));
     let bin_dir = producer_bin().parent().unwrap().to_path_buf();
-    let out = Command::new("bash")
-        .arg(root.join("scripts/eval-detect.sh"))
-        .arg("testsrc")
+    let out = eval_detect("testsrc")
         .env("FRAMES", "1500")
         .env("SEED", "2")
         .env("OUT", &out_dir)

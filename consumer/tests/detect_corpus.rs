@@ -9,18 +9,13 @@
 
 mod detect_common;
 
-use std::process::Command;
-
 use detect_common::*;
 
 #[test]
 fn short_corpus_meets_quality_targets() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out_dir = std::env::temp_dir().join(format!("shmcast-corpus-test-{}", std::process::id()));
     let bin_dir = producer_bin().parent().unwrap().to_path_buf();
-    let out = Command::new("bash")
-        .arg(root.join("scripts/eval-detect.sh"))
-        .arg("ci")
+    let out = eval_detect("ci")
         .env("OUT", &out_dir)
         .env("BIN_DIR", &bin_dir)
         .output()

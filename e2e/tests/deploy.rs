@@ -378,7 +378,7 @@ fn web_section_serves_what_the_deployed_detector_writes() {
     let events = dir.join("events.jsonl");
     // Not created here: the web server (or the detector) makes it.
     let snaps = dir.join("snaps");
-    let port = shmcast_e2e::free_port();
+    let port = shmcast_testkit::free_port();
     std::fs::write(
         &cfg,
         format!(

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use shmcast_e2e::{pid_alive, proc_status_field, script};
+use shmcast_testkit::{pid_alive, proc_status_field, script};
 
 const LONG: Duration = Duration::from_secs(60);
 

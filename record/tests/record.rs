@@ -515,7 +515,7 @@ fn a_stalled_disk_drops_and_counts_frames_with_bounded_memory() {
     let name = unique_name("rec-stall");
     // 720p I420: 1.4 MB a frame, 41 MB a second if frames were kept.
     producer(&mut g, "stall-prod", &name, (1280, 720), "i420", 16);
-    let addr = format!("127.0.0.1:{}", shmcast_e2e::free_port());
+    let addr = format!("127.0.0.1:{}", shmcast_testkit::free_port());
     let rec = recorder(&mut g, "stall-rec", &name, &dir, &["--segment-seconds", "600", "--metrics", &addr]);
     let recorded = || metric(&addr, "shmcast_record_frames_total").unwrap_or(0.0) as u64;
     wait_for(LONG, || (recorded() >= 90).then_some(()))
@@ -573,7 +573,7 @@ fn a_full_catalog_disk_keeps_the_catalog_whole_and_recovers() {
     std::os::unix::fs::symlink(mnt.join("catalog.sqlite"), dir.join("catalog.sqlite")).unwrap();
     let name = unique_name("rec-catfull");
     producer(&mut g, "cf-prod", &name, (640, 360), "i420", 16);
-    let addr = format!("127.0.0.1:{}", shmcast_e2e::free_port());
+    let addr = format!("127.0.0.1:{}", shmcast_testkit::free_port());
     let rec = recorder(&mut g, "cf-rec", &name, &dir, &["--segment-seconds", "600", "--metrics", &addr]);
     let recorded = || metric(&addr, "shmcast_record_frames_total").unwrap_or(0.0) as u64;
     wait_for(LONG, || (recorded() >= 60).then_some(()))

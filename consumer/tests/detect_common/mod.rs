@@ -12,6 +12,36 @@ pub const DETECT: &str = env!("CARGO_BIN_EXE_shmcast-detect");
 #[allow(unused_imports)]
 pub use shmcast_testkit::{bin as sibling_bin, describe as show, json_lines, unique_name as unique};
 
+/// `bash scripts/eval-detect.sh MODE` with none of the script's knobs
+/// inherited from the caller's environment (a `SEED` or `WIDTH` exported in
+/// a shell must not change what a test measures): the test sets the ones it
+/// means with `.env`. `SHMCAST_VENV` (where the set-up put numpy) is kept.
+#[allow(dead_code)]
+pub fn eval_detect(mode: &str) -> Command {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cmd = Command::new("bash");
+    cmd.arg(root.join("scripts/eval-detect.sh")).arg(mode);
+    for knob in [
+        "BIN_DIR",
+        "CORPUS",
+        "DETECT_ARGS",
+        "EVENTS",
+        "FORMAT",
+        "FRAMES",
+        "HEIGHT",
+        "NOISE",
+        "ONLY",
+        "OUT",
+        "SEED",
+        "STATIC_CLIPS",
+        "STATIC_FRAMES",
+        "WIDTH",
+    ] {
+        cmd.env_remove(knob);
+    }
+    cmd
+}
+
 pub fn producer_bin() -> PathBuf {
     sibling_bin("shmcast-producer")
 }

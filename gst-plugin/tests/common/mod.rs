@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-pub use shmcast_e2e::{
+pub use shmcast_testkit::{
     Guard, bin, bin_dir, describe, free_port, require_tool, segment_path, signal, unique_name, wait_for,
 };
 
