@@ -480,6 +480,36 @@ impl Catalog {
             .optional()?)
     }
 
+    /// `[from, to]` widened to the catalogued frames that cover it: the last
+    /// frame captured at or before `from` (the picture on screen at that
+    /// instant) and the first captured at or after `to`. A bound with no such
+    /// frame stays as it is. Looks only into the one segment on each side
+    /// (the segments index, then the frames' primary key).
+    pub fn covering(&self, from: u64, to: u64) -> anyhow::Result<(u64, u64)> {
+        let lo: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT (SELECT MAX(f.capture_ns) FROM frames f WHERE f.segment_id = s.id AND f.capture_ns <= ?1) \
+                 FROM segments s WHERE s.start_ns <= ?1 AND s.frames > 0 ORDER BY s.start_ns DESC, s.id DESC LIMIT 1",
+                [i(from)],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        let hi: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT (SELECT MIN(f.capture_ns) FROM frames f WHERE f.segment_id = s.id AND f.capture_ns >= ?1) \
+                 FROM segments s WHERE s.end_ns >= ?1 AND s.frames > 0 ORDER BY s.start_ns, s.id LIMIT 1",
+                [i(to)],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        let u = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok((lo.map_or(from, u), hi.map_or(to, u)))
+    }
+
     /// Segments holding frames captured in `[from, to]`, oldest first.
     pub fn segments_overlapping(&self, from: u64, to: u64) -> anyhow::Result<Vec<Segment>> {
         let mut st = self.conn.prepare_cached(&format!(
@@ -662,6 +692,13 @@ mod tests {
         assert!(c.find_id(4).unwrap().is_none());
         assert_eq!(c.find_time(1_730, Duration::from_nanos(50)).unwrap().unwrap().frame.frame_id, 7);
         assert!(c.find_time(5_000, Duration::from_nanos(50)).unwrap().is_none());
+        // The frames covering an interval: on screen at `from`, at or after `to`.
+        assert_eq!(c.covering(1_250, 1_650).unwrap(), (1_200, 1_700));
+        assert_eq!(c.covering(1_300, 1_300).unwrap(), (1_300, 1_300));
+        // Frame 4 is missing: frame 3 is on screen at 1_450, frame 5 follows.
+        assert_eq!(c.covering(1_450, 1_450).unwrap(), (1_300, 1_500));
+        // Nothing before the first frame or after the last: the bound stays.
+        assert_eq!(c.covering(900, 5_000).unwrap(), (900, 5_000));
         // A producer restart: ids again from 0; the newest wins.
         let b = c.insert_segment(&seg("segments/b.mp4", 10_000)).unwrap();
         c.append_frames(b, &[FrameRow { frame_id: 7, capture_ns: 10_000, pts_ns: 0, key: true }], 10).unwrap();

@@ -1,8 +1,9 @@
 //! Cutting clips from the segments, and the worker that cuts one for each
 //! event with pre- and post-roll.
 //!
-//! A clip is frame-exact: it starts with the first catalogued frame captured
-//! at or after `from` and ends with the last one captured at or before `to`.
+//! A clip is frame-exact and covers its interval: it starts with the last
+//! catalogued frame captured at or before `from` (the picture on screen at
+//! that instant) and ends with the first one captured at or after `to`.
 //! Frames from a keyframe on are stream-copied (the compressed samples of
 //! the segment files, muxed again, no decoding); the frames before the first
 //! keyframe of the range (the head, less than one keyframe interval) are
@@ -142,6 +143,7 @@ pub fn cut(cat: &Catalog, from: u64, to: u64, out: &Path) -> anyhow::Result<CutI
     if to < from {
         bail!("the clip ends before it starts");
     }
+    let (from, to) = cat.covering(from, to)?;
     let parts = plan(cat, from, to)?;
     let encoding = cat.meta("encoding")?.as_deref().and_then(Encoding::from_meta).unwrap_or_default();
     if parts[0].seg.codec == "jpeg" {

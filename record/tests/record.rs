@@ -212,14 +212,16 @@ fn event_clip_covers_pre_and_post_roll() {
     for w in all.windows(2) {
         assert_eq!(w[1].0, w[0].0 + 1, "clip frames are consecutive: {:?}", &all);
     }
-    // Frame-exact: from the first frame captured at or after start - pre to
-    // the last one at or before end + post.
+    // Frame-exact, covering [start - pre, end + post]: from the last frame
+    // captured at or before start - pre to the first at or after end + post.
     let (from, to) = (a.capture_ns - 1_000_000_000, b.capture_ns + 1_000_000_000);
     let cat = Catalog::open(&dir, false).unwrap();
     let now: Vec<_> = cat.segments().unwrap().iter().flat_map(|s| cat.frames(s.id).unwrap()).collect();
     drop(cat);
+    let lo = now.iter().map(|f| f.capture_ns).filter(|&c| c <= from).max().expect("a frame at or before start - pre");
+    let hi = now.iter().map(|f| f.capture_ns).filter(|&c| c >= to).min().expect("a frame at or after end + post");
     let listed: Vec<u64> =
-        now.iter().filter(|f| f.capture_ns >= from && f.capture_ns <= to).map(|f| f.frame_id).collect();
+        now.iter().filter(|f| f.capture_ns >= lo && f.capture_ns <= hi).map(|f| f.frame_id).collect();
     let got: Vec<u64> = all.iter().map(|s| u64::from(s.0)).collect();
     assert_eq!(got, listed, "clip frames vs catalogued frames in [start - pre, end + post]");
 }
@@ -291,10 +293,11 @@ fn clips_are_frame_exact_with_only_the_head_reencoded() {
     let expect = |i: usize, j: usize| -> Vec<u64> { all[i..=j].iter().map(|f| f.frame_id).collect() };
 
     // Across segments, from mid-GOP to mid-GOP, bounds between frames: the
-    // first frame at or after `from`, the last at or before `to`.
+    // clip covers them, from the frame on screen at `from` (the one before
+    // it) to the first frame at or after `to` (the one after it).
     let (i, j) = (keys[0] + 7, keys[keys.len() - 1] - 5);
     let (got, line) = clip("across", all[i].capture_ns - half(i - 1), all[j].capture_ns + half(j));
-    assert_eq!(got, expect(i, j), "{line}");
+    assert_eq!(got, expect(i - 1, j + 1), "{line}");
     assert!(line.contains("copy+head"), "{line}");
     // Bounds exactly on frames.
     let (got, line) = clip("exact", all[i].capture_ns, all[j].capture_ns);
