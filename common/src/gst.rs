@@ -14,7 +14,7 @@ use gstreamer as gst;
 use gstreamer::prelude::ClockExt;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::VideoFrameExt;
-use shm_proto::{FLAG_DISCONT, FLAG_KEYFRAME, FrameMeta, Plane, VideoFormat};
+use shm_proto::{FLAG_DISCONT, FLAG_KEYFRAME, FrameMeta, PixelFormat, Plane, VideoFormat};
 
 /// A buffer mapped for reading, ready to be copied into a slot.
 #[allow(clippy::large_enum_variant)] // one per buffer, on the stack, never stored
@@ -161,6 +161,34 @@ pub fn capture_ns(buffer: &gst::BufferRef, time: &PipelineTime<'_>, arrival: u64
         arrival.checked_sub(behind)
     })();
     computed.unwrap_or(arrival)
+}
+
+/// The caps of ring frames of `format` at frame rate `rate` (numerator,
+/// denominator): `video/x-raw` for the raw formats, `image/jpeg` for MJPEG,
+/// square pixels; `None` for a format GStreamer has no name for.
+pub fn ring_caps(format: &VideoFormat, rate: (i32, i32)) -> Option<gst::Caps> {
+    let fps = gst::Fraction::new(rate.0, rate.1);
+    let (w, h) = (format.width as i32, format.height as i32);
+    match format.pixel.gst_name() {
+        Some(name) => Some(
+            gst::Caps::builder("video/x-raw")
+                .field("format", name)
+                .field("width", w)
+                .field("height", h)
+                .field("framerate", fps)
+                .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+                .build(),
+        ),
+        None if format.pixel == PixelFormat::Mjpeg => Some(
+            gst::Caps::builder("image/jpeg")
+                .field("width", w)
+                .field("height", h)
+                .field("framerate", fps)
+                .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+                .build(),
+        ),
+        None => None,
+    }
 }
 
 #[cfg(test)]

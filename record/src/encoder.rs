@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer_video as gst_video;
-use shm_proto::{PixelFormat, VideoFormat};
+use shm_proto::VideoFormat;
 
 pub use shmcast_common::h264::{Encoder, EncoderChoice};
 
@@ -92,29 +92,7 @@ pub fn rate(format: &VideoFormat) -> (i32, i32) {
 
 /// The caps of ring frames of `format`.
 pub fn source_caps(format: &VideoFormat) -> Option<gst::Caps> {
-    let (num, den) = rate(format);
-    let fps = gst::Fraction::new(num, den);
-    let (w, h) = (format.width as i32, format.height as i32);
-    match format.pixel.gst_name() {
-        Some(name) => Some(
-            gst::Caps::builder("video/x-raw")
-                .field("format", name)
-                .field("width", w)
-                .field("height", h)
-                .field("framerate", fps)
-                .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-                .build(),
-        ),
-        None if format.pixel == PixelFormat::Mjpeg => Some(
-            gst::Caps::builder("image/jpeg")
-                .field("width", w)
-                .field("height", h)
-                .field("framerate", fps)
-                .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-                .build(),
-        ),
-        None => None,
-    }
+    shmcast_common::gst::ring_caps(format, rate(format))
 }
 
 /// Describes the ring's own plane layout on a buffer (tight rows, the

@@ -32,28 +32,7 @@ pub fn rate(format: &VideoFormat) -> (i32, i32) {
 /// stream's nominal `rate` (kept from the first producer so that a restarted
 /// producer of the same geometry does not even renegotiate).
 pub fn source_caps(format: &VideoFormat, rate: (i32, i32)) -> Option<gst::Caps> {
-    let fps = gst::Fraction::new(rate.0, rate.1);
-    let (w, h) = (format.width as i32, format.height as i32);
-    match format.pixel.gst_name() {
-        Some(name) => Some(
-            gst::Caps::builder("video/x-raw")
-                .field("format", name)
-                .field("width", w)
-                .field("height", h)
-                .field("framerate", fps)
-                .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-                .build(),
-        ),
-        None if format.pixel == PixelFormat::Mjpeg => Some(
-            gst::Caps::builder("image/jpeg")
-                .field("width", w)
-                .field("height", h)
-                .field("framerate", fps)
-                .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-                .build(),
-        ),
-        None => None,
-    }
+    shmcast_common::gst::ring_caps(format, rate)
 }
 
 /// The media factory's launch description for a stream whose first producer
