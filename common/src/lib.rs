@@ -1,5 +1,6 @@
 //! Shared pieces of the shmcast binaries: common command-line arguments,
 //! logging set-up, the `main` wrapper with deliberate exit codes, signals,
+//! the Basic-auth credentials of `--auth`/`--auth-file`,
 //! the HTTP server and the Prometheus metrics (including the reader metrics
 //! every ring consumer exports), the H.264 encoder choice; with feature
 //! `gst`, the GStreamer buffer → ring slot copy of `shmcastsink` and the
@@ -7,6 +8,7 @@
 //! GStreamer's registry.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod bench;
 #[cfg(feature = "gst")]
 pub mod gst;

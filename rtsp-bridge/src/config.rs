@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Parser;
 
 /// Environment variable holding the password for `--auth-user`.
@@ -94,20 +94,8 @@ pub struct Args {
 /// Which H.264 encoder the user asked for (shared with every binary that encodes).
 pub use shmcast_common::h264::EncoderChoice;
 
-/// RTSP Basic credentials.
-#[derive(Clone)]
-pub struct Credentials {
-    /// User name (no ':').
-    pub user: String,
-    /// Password.
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials {{ user: {:?}, password: <hidden> }}", self.user)
-    }
-}
+/// RTSP Basic credentials (shared with every binary that takes `--auth`).
+pub use shmcast_common::auth::Credentials;
 
 /// The checked configuration.
 #[derive(Clone, Debug)]
@@ -150,17 +138,6 @@ fn parse_mount(m: &str) -> anyhow::Result<String> {
     Ok(m.to_string())
 }
 
-fn parse_credentials(s: &str, what: &str) -> anyhow::Result<Credentials> {
-    let s = s.trim_end_matches(['\r', '\n']);
-    let Some((user, password)) = s.split_once(':') else {
-        bail!("invalid {what}: expected USER:PASSWORD");
-    };
-    if user.is_empty() || password.is_empty() {
-        bail!("invalid {what}: user and password must not be empty");
-    }
-    Ok(Credentials { user: user.to_string(), password: password.to_string() })
-}
-
 impl Config {
     /// Checks the arguments. `env_password` is the value of [`ENV_PASSWORD`].
     pub fn from_args(a: &Args, env_password: Option<String>) -> anyhow::Result<Config> {
@@ -181,13 +158,8 @@ impl Config {
         if a.max_clients == Some(0) {
             bail!("invalid --max-clients 0: expected at least 1");
         }
-        let auth = if let Some(s) = &a.auth {
-            Some(parse_credentials(s, "--auth")?)
-        } else if let Some(path) = &a.auth_file {
-            let text =
-                std::fs::read_to_string(path).with_context(|| format!("cannot read --auth-file {}", path.display()))?;
-            let line = text.lines().next().unwrap_or("");
-            Some(parse_credentials(line, &format!("--auth-file {}", path.display()))?)
+        let auth = if let Some(c) = Credentials::from_flags(a.auth.as_deref(), a.auth_file.as_deref())? {
+            Some(c)
         } else if let Some(user) = &a.auth_user {
             let Some(password) = env_password.filter(|p| !p.is_empty()) else {
                 bail!("--auth-user {user:?} needs the password in ${ENV_PASSWORD}");

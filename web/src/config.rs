@@ -80,20 +80,8 @@ pub struct Args {
     pub common: shmcast_common::CommonArgs,
 }
 
-/// HTTP Basic credentials.
-#[derive(Clone)]
-pub struct Credentials {
-    /// User name (no ':').
-    pub user: String,
-    /// Password.
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials {{ user: {:?}, password: <hidden> }}", self.user)
-    }
-}
+/// HTTP Basic credentials (shared with every binary that takes `--auth`).
+pub use shmcast_common::auth::Credentials;
 
 /// An events file and the stream it belongs to (if given).
 #[derive(Clone, Debug)]
@@ -119,17 +107,6 @@ pub struct Config {
     pub max_connections: usize,
     /// JPEG quality.
     pub quality: u8,
-}
-
-fn parse_credentials(s: &str, what: &str) -> anyhow::Result<Credentials> {
-    let s = s.trim_end_matches(['\r', '\n']);
-    let Some((user, password)) = s.split_once(':') else {
-        bail!("invalid {what}: expected USER:PASSWORD");
-    };
-    if user.is_empty() || password.is_empty() {
-        bail!("invalid {what}: user and password must not be empty");
-    }
-    Ok(Credentials { user: user.to_string(), password: password.to_string() })
 }
 
 /// Where one deployment's detector writes: its stream, events file and
@@ -206,16 +183,7 @@ fn split_stream(s: &str) -> (Option<String>, &str) {
 impl Config {
     /// Checks the arguments.
     pub fn from_args(a: &Args) -> anyhow::Result<Config> {
-        let auth = if let Some(s) = &a.auth {
-            Some(parse_credentials(s, "--auth")?)
-        } else if let Some(path) = &a.auth_file {
-            let text =
-                std::fs::read_to_string(path).with_context(|| format!("cannot read --auth-file {}", path.display()))?;
-            let line = text.lines().next().unwrap_or("");
-            Some(parse_credentials(line, &format!("--auth-file {}", path.display()))?)
-        } else {
-            None
-        };
+        let auth = Credentials::from_flags(a.auth.as_deref(), a.auth_file.as_deref())?;
         let mut events = Vec::new();
         for e in &a.events {
             let (stream, path) = split_stream(e);
