@@ -11,18 +11,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use shmcast_testkit::{
-    Guard, bin, bin_dir, describe, pid_alive, proc_status_field, repo_root, require_tool, script, segment_path, signal,
-    unique_name, wait_for,
+    Deployment, Guard, bin, bin_dir, deploy_sh, describe, pid_alive, pid_of, proc_status_field, repo_root,
+    require_tool, script, segment_path, signal, unique_name, wait_for,
 };
-
-fn deploy(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = Command::new(script("deploy.sh"));
-    cmd.args(args).env("SHMCAST_BIN_DIR", bin_dir());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run deploy.sh")
-}
 
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -32,7 +23,7 @@ fn stdout(out: &std::process::Output) -> String {
 fn dry_run_prints_numactl_commands_for_the_example() {
     require_tool("numactl");
     let example = repo_root().join("deploy/example.toml");
-    let out = deploy(&["start", "--dry-run", example.to_str().unwrap()], &[]);
+    let out = deploy_sh(&["start", "--dry-run", example.to_str().unwrap()], &[]);
     assert!(out.status.success(), "{}", describe(&out));
     let text = stdout(&out);
     let b = bin_dir();
@@ -62,11 +53,11 @@ fn dry_run_falls_back_to_taskset_and_node_binding() {
     )
     .unwrap();
     let c = cfg.to_str().unwrap();
-    let text = stdout(&deploy(&["start", "--dry-run", c], &[]));
+    let text = stdout(&deploy_sh(&["start", "--dry-run", c], &[]));
     assert!(text.contains("numactl --cpunodebind=0 --membind=0 -- "), "{text}");
     assert!(text.contains("numactl --physcpubind=0-1 -- "), "{text}");
     assert!(text.contains("numactl --physcpubind=1 --membind=0 -- "), "{text}");
-    let text = stdout(&deploy(&["start", "--dry-run", c], &[("SHMCAST_DEPLOY_NO_NUMACTL", "1")]));
+    let text = stdout(&deploy_sh(&["start", "--dry-run", c], &[("SHMCAST_DEPLOY_NO_NUMACTL", "1")]));
     // Node 0's CPUs come from sysfs for the producer.
     let node0 = std::fs::read_to_string("/sys/devices/system/node/node0/cpulist").unwrap();
     assert!(text.contains(&format!("taskset -c {} ", node0.trim())), "{text}");
@@ -89,13 +80,13 @@ fn config_errors_are_one_clear_line() {
     ] {
         let cfg = dir.join("c.toml");
         std::fs::write(&cfg, body).unwrap();
-        let out = deploy(&["start", "--dry-run", cfg.to_str().unwrap()], &[]);
+        let out = deploy_sh(&["start", "--dry-run", cfg.to_str().unwrap()], &[]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{body}: {}", describe(&out));
         assert!(err.starts_with("deploy: error: ") && err.contains(msg), "{body}: {err}");
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     }
-    let out = deploy(&["start", "/nonexistent.toml"], &[]);
+    let out = deploy_sh(&["start", "/nonexistent.toml"], &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"), "{}", describe(&out));
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -106,51 +97,30 @@ fn tempdir(tag: &str) -> std::path::PathBuf {
     d
 }
 
-fn status_json(cfg: &str, run_dir: &str) -> serde_json::Value {
-    let out = deploy(&["status", "--json", "--run-dir", run_dir, cfg], &[]);
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status --json: {e}: {}", describe(&out)))
-}
-
-fn proc_pid(status: &serde_json::Value, role: &str) -> Option<u32> {
-    status["processes"][role]["pid"].as_u64().map(|p| p as u32)
-}
-
 #[test]
 fn start_pins_restarts_and_stops_cleanly() {
     for b in ["shmcast-producer", "shmcast-detect", "shmcast-rtsp"] {
         bin(b);
     }
     let name = unique_name("deploy");
-    let dir = tempdir("run");
-    let run_dir = dir.join("run");
-    let cfg = dir.join("pipeline.toml");
+    let d = Deployment::new("run", &name);
     let rtsp_port = shmcast_testkit::free_port();
-    std::fs::write(
-        &cfg,
-        format!(
-            "[stream]\nname = \"{name}\"\nwidth = 320\nheight = 240\nfps = 15\nslots = 4\n\
+    d.write_config(&format!(
+        "[stream]\nname = \"{name}\"\nwidth = 320\nheight = 240\nfps = 15\nslots = 4\n\
              [run]\nbackoff_min = 0.2\nbackoff_max = 1.0\nstop_timeout = 5\n\
              [producer]\nnuma_node = 0\ncpus = \"1\"\n\
              [detect]\ncpus = \"0\"\nargs = [\"--events\", \"/dev/null\"]\n\
              [rtsp]\ncpus = \"0-1\"\nlisten = \"127.0.0.1:{rtsp_port}\"\nmount = \"/t\"\n"
-        ),
-    )
-    .unwrap();
-    let (c, r) = (cfg.to_str().unwrap().to_string(), run_dir.to_str().unwrap().to_string());
-    let mut g = Guard::new();
-    g.segment(&name);
-    g.on_drop(&[script("deploy.sh").to_str().unwrap(), "stop", "--timeout", "3", "--run-dir", &r, &c]);
-    g.path(&dir);
+    ));
 
-    let out = deploy(&["start", "--run-dir", &r, &c], &[]);
+    let out = d.run(&["start"]);
     assert!(out.status.success(), "{}", describe(&out));
     let st = wait_for(Duration::from_secs(15), || {
-        let st = status_json(&c, &r);
-        ["producer", "detect", "rtsp"].iter().all(|p| proc_pid(&st, p).is_some()).then_some(st)
+        let st = d.status();
+        ["producer", "detect", "rtsp"].iter().all(|p| pid_of(&st, p).is_some()).then_some(st)
     })
-    .unwrap_or_else(|| panic!("not all processes running: {}", status_json(&c, &r)));
-    let pids: Vec<(&str, u32)> =
-        ["producer", "detect", "rtsp"].iter().map(|p| (*p, proc_pid(&st, p).unwrap())).collect();
+    .unwrap_or_else(|| panic!("not all processes running: {}", d.status()));
+    let pids: Vec<(&str, u32)> = ["producer", "detect", "rtsp"].iter().map(|p| (*p, pid_of(&st, p).unwrap())).collect();
     for (role, pid, want) in [("producer", pids[0].1, "1"), ("detect", pids[1].1, "0"), ("rtsp", pids[2].1, "0-1")] {
         assert_eq!(proc_status_field(pid, "Cpus_allowed_list").as_deref(), Some(want), "{role} pid {pid} placement");
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
@@ -158,72 +128,61 @@ fn start_pins_restarts_and_stops_cleanly() {
     }
     // The producer's segment appears.
     wait_for(Duration::from_secs(10), || segment_path(&name).exists().then_some(()))
-        .unwrap_or_else(|| panic!("no segment; producer log:\n{}", log(&run_dir, "producer")));
+        .unwrap_or_else(|| panic!("no segment; producer log:\n{}", d.log("producer")));
 
     // A crash (SIGKILL) is restarted with a new pid and counted; the others stay.
     signal(pids[0].1, "KILL");
     let st = wait_for(Duration::from_secs(15), || {
-        let st = status_json(&c, &r);
-        proc_pid(&st, "producer").filter(|p| *p != pids[0].1).map(|_| st)
+        let st = d.status();
+        pid_of(&st, "producer").filter(|p| *p != pids[0].1).map(|_| st)
     })
-    .unwrap_or_else(|| panic!("producer not restarted: {}\n{}", status_json(&c, &r), log(&run_dir, "supervisor")));
+    .unwrap_or_else(|| panic!("producer not restarted: {}\n{}", d.status(), d.log("supervisor")));
     assert_eq!(st["processes"]["producer"]["restarts"], 1, "{st}");
     assert_eq!(st["processes"]["producer"]["last_exit"], "signal SIGKILL", "{st}");
-    let new_producer = proc_pid(&st, "producer").unwrap();
+    let new_producer = pid_of(&st, "producer").unwrap();
     assert_eq!(proc_status_field(new_producer, "Cpus_allowed_list").as_deref(), Some("1"));
     assert!(pid_alive(pids[1].1) && pid_alive(pids[2].1), "consumers must survive a producer crash");
 
     // status (text) names each process.
-    let out = deploy(&["status", "--run-dir", &r, &c], &[]);
+    let out = d.run(&["status"]);
     let text = stdout(&out);
     assert!(out.status.success() && text.contains("producer") && text.contains("rtsp"), "{}", describe(&out));
 
     // A second start is refused while running.
-    let out = deploy(&["start", "--run-dir", &r, &c], &[]);
+    let out = d.run(&["start"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("already running"));
 
-    let out = deploy(&["stop", "--run-dir", &r, &c], &[]);
+    let out = d.run(&["stop"]);
     assert!(out.status.success(), "{}", describe(&out));
     for pid in [new_producer, pids[1].1, pids[2].1] {
         assert!(!pid_alive(pid), "pid {pid} still running after stop");
     }
     assert!(!segment_path(&name).exists(), "segment left after stop");
     for f in ["supervisor.pid", "producer.pid", "detect.pid", "rtsp.pid"] {
-        assert!(!run_dir.join(f).exists(), "{f} left after stop");
+        assert!(!d.run_dir().join(f).exists(), "{f} left after stop");
     }
     // Status now says not running (exit 3).
-    let out = deploy(&["status", "--run-dir", &r, &c], &[]);
+    let out = d.run(&["status"]);
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
-}
-
-fn log(run_dir: &Path, role: &str) -> String {
-    std::fs::read_to_string(run_dir.join(format!("{role}.log"))).unwrap_or_default()
 }
 
 #[test]
 fn stop_cleans_up_after_a_killed_supervisor() {
     bin("shmcast-producer");
     let name = unique_name("deploykill");
-    let dir = tempdir("kill");
-    let run_dir = dir.join("run");
-    let cfg = dir.join("p.toml");
-    std::fs::write(&cfg, format!("[stream]\nname = \"{name}\"\nwidth = 160\nheight = 120\n[producer]\n")).unwrap();
-    let (c, r) = (cfg.to_str().unwrap().to_string(), run_dir.to_str().unwrap().to_string());
-    let mut g = Guard::new();
-    g.segment(&name);
-    g.on_drop(&[script("deploy.sh").to_str().unwrap(), "stop", "--timeout", "3", "--run-dir", &r, &c]);
-    g.path(&dir);
-    let out = deploy(&["start", "--run-dir", &r, &c], &[]);
+    let d = Deployment::new("kill", &name);
+    d.write_config(&format!("[stream]\nname = \"{name}\"\nwidth = 160\nheight = 120\n[producer]\n"));
+    let out = d.run(&["start"]);
     assert!(out.status.success(), "{}", describe(&out));
-    let producer = wait_for(Duration::from_secs(10), || proc_pid(&status_json(&c, &r), "producer")).unwrap();
-    let sup: u32 = std::fs::read_to_string(run_dir.join("supervisor.pid")).unwrap().trim().parse().unwrap();
+    let producer = wait_for(Duration::from_secs(10), || d.pid("producer")).unwrap();
+    let sup: u32 = std::fs::read_to_string(d.run_dir().join("supervisor.pid")).unwrap().trim().parse().unwrap();
     signal(sup, "KILL");
     wait_for(Duration::from_secs(5), || (!pid_alive(sup)).then_some(())).unwrap();
     assert!(pid_alive(producer));
     signal(producer, "KILL"); // and the producer leaves a stale segment
     wait_for(Duration::from_secs(5), || (!pid_alive(producer)).then_some(())).unwrap();
     assert!(segment_path(&name).exists());
-    let out = deploy(&["stop", "--run-dir", &r, &c], &[]);
+    let out = d.run(&["stop"]);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(!segment_path(&name).exists(), "stale segment left: {}", describe(&out));
 }
@@ -372,37 +331,27 @@ fn web_section_serves_what_the_deployed_detector_writes() {
         bin(b);
     }
     let name = unique_name("deployweb");
-    let dir = tempdir("web");
-    let run_dir = dir.join("run");
-    let cfg = dir.join("pipeline.toml");
-    let events = dir.join("events.jsonl");
+    let d = Deployment::new("web", &name);
+    let events = d.dir().join("events.jsonl");
     // Not created here: the web server (or the detector) makes it.
-    let snaps = dir.join("snaps");
+    let snaps = d.dir().join("snaps");
     let port = shmcast_testkit::free_port();
-    std::fs::write(
-        &cfg,
-        format!(
-            "[stream]\nname = \"{name}\"\nwidth = 640\nheight = 360\nfps = 30\n\
+    d.write_config(&format!(
+        "[stream]\nname = \"{name}\"\nwidth = 640\nheight = 360\nfps = 30\n\
              [run]\nstop_timeout = 5\n\
              [producer]\nargs = [\"--events\", \"100\", \"--noise\", \"2\"]\n\
              [detect]\nargs = [\"--events\", \"{}\", \"--snapshots={}\"]\n\
              [web]\nlisten = \"127.0.0.1:{port}\"\n",
-            events.display(),
-            snaps.display()
-        ),
-    )
-    .unwrap();
-    let (c, r) = (cfg.to_str().unwrap().to_string(), run_dir.to_str().unwrap().to_string());
-    let mut g = Guard::new();
-    g.segment(&name);
-    g.on_drop(&[script("deploy.sh").to_str().unwrap(), "stop", "--timeout", "3", "--run-dir", &r, &c]);
-    g.path(&dir);
+        events.display(),
+        snaps.display()
+    ));
 
-    let dry = stdout(&deploy(&["start", "--dry-run", &c], &[]));
-    let want = format!("/shmcast-web --listen 127.0.0.1:{port} --config {}", cfg.canonicalize().unwrap().display());
+    let dry = stdout(&d.run(&["start", "--dry-run"]));
+    let want =
+        format!("/shmcast-web --listen 127.0.0.1:{port} --config {}", d.config().canonicalize().unwrap().display());
     assert!(dry.contains(&want), "dry run lacks `{want}`:\n{dry}");
 
-    let out = deploy(&["start", "--run-dir", &r, &c], &[]);
+    let out = d.run(&["start"]);
     assert!(out.status.success(), "{}", describe(&out));
     let base = format!("http://127.0.0.1:{port}");
     // An event of this stream with its picture, found by the web page from the config alone.
@@ -414,17 +363,16 @@ fn web_section_serves_what_the_deployed_detector_writes() {
     .unwrap_or_else(|| {
         panic!(
             "no event with a snapshot from the deployed detector\nweb log:\n{}\ndetect log:\n{}",
-            log(&run_dir, "web"),
-            log(&run_dir, "detect")
+            d.log("web"),
+            d.log("detect")
         )
     });
     assert_eq!(ev["stream"], name.as_str());
     let jpeg = curl(&format!("{base}{}", ev["snapshot_url"].as_str().unwrap())).expect("snapshot");
     assert!(jpeg.starts_with(&[0xff, 0xd8]), "not a JPEG");
-    let st = status_json(&c, &r);
-    let web_pid = proc_pid(&st, "web").expect("web pid");
+    let web_pid = d.pid("web").expect("web pid");
 
-    let out = deploy(&["stop", "--run-dir", &r, &c], &[]);
+    let out = d.run(&["stop"]);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(!pid_alive(web_pid), "shmcast-web still running after stop");
 }

@@ -9,6 +9,8 @@
 //! - waiting for the event a test needs, bounded by a deadline that fails the
 //!   test: [`wait_for`], [`wait_until`], [`wait_for_file`], [`Proc::wait_for_line`],
 //!   [`wait_for_metric`];
+//! - `scripts/deploy.sh` against one config and run directory, stopped and
+//!   cleaned up at drop: [`Deployment`], [`deploy_sh`], [`pid_of`];
 //! - Prometheus scraping and parsing with the official Python parser: [`scrape`],
 //!   [`parse_metrics`], [`family`], [`value`];
 //! - the benchmark measures of `shmcast_common::bench`, re-exported:
@@ -17,9 +19,11 @@
 //! A dev-dependency only (`publish = false`).
 #![forbid(unsafe_code)]
 
+mod deploy;
 mod metrics;
 mod process;
 
+pub use deploy::{Deployment, deploy_sh, pid_of};
 pub use metrics::{Family, Sample, family, parse_metrics, scrape, value, wait_for_metric};
 pub use process::{Guard, Proc, describe, pid_alive, proc_status_field, rss_kib, signal, strip_ansi};
 pub use shmcast_common::bench::{cpu_seconds, memcpy_fps, percentile, sorted};
