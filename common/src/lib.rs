@@ -1,6 +1,7 @@
 //! Shared pieces of the shmcast binaries: common command-line arguments,
 //! logging set-up, the `main` wrapper with deliberate exit codes, signals,
-//! the Basic-auth credentials of `--auth`/`--auth-file`,
+//! the Basic-auth credentials of `--auth`/`--auth-file`, a stream described in
+//! JSON (`shmcast-inspect --json`, the web API),
 //! the HTTP server and the Prometheus metrics (including the reader metrics
 //! every ring consumer exports), the H.264 encoder choice; with feature
 //! `gst`, the GStreamer buffer → ring slot copy of `shmcastsink` and the
@@ -10,6 +11,7 @@
 
 pub mod auth;
 pub mod bench;
+pub mod describe;
 #[cfg(feature = "gst")]
 pub mod gst;
 pub mod h264;

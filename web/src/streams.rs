@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use shm_proto::{Reader, ReaderOptions, SegmentInfo, Start};
 use shmcast_common::procs::{self, Process, RtspBridge};
 
@@ -40,35 +40,15 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// The `shmcast-inspect --json` keys, plus `lost_frames`, `readers` and
+    /// The keys of [`shmcast_common::describe::segment`] (those of
+    /// `shmcast-inspect --json` but `overlay`), plus `lost_frames` and
     /// `rtsp_url` (with `host` standing in for an unspecified listen address).
     pub fn to_json(&self, host: &str) -> Value {
-        let i = &self.info;
         let rtsp_url = self.rtsp.as_ref().map(|b| rtsp_url(b, host));
-        json!({
-            "name": i.name,
-            "path": i.path.display().to_string(),
-            "state": i.status.as_str(),
-            "pid": i.identity.pid,
-            "epoch": i.identity.epoch,
-            "start_unix_ns": i.identity.start_unix_ns,
-            "width": i.format.width,
-            "height": i.format.height,
-            "format": i.format.pixel.name(),
-            "fps_nominal": i.format.fps(),
-            "frame_size": i.format.frame_size,
-            "slots": i.slots,
-            "slot_stride": i.slot_stride,
-            "size_bytes": i.total_size,
-            "hugepages": i.hugepages,
-            "head": i.head,
-            "tail": i.tail,
-            "heartbeat_age_ms": i.heartbeat_age.as_millis() as u64,
-            "fps": (self.fps * 100.0).round() / 100.0,
-            "lost_frames": self.lost,
-            "readers": self.readers.iter().map(|p| json!({"pid": p.pid, "command": p.command})).collect::<Vec<_>>(),
-            "rtsp_url": rtsp_url,
-        })
+        let mut m = shmcast_common::describe::segment(&self.info, self.fps, &self.readers);
+        m.insert("lost_frames".into(), self.lost.into());
+        m.insert("rtsp_url".into(), rtsp_url.into());
+        Value::Object(m)
     }
 }
 

@@ -124,33 +124,11 @@ fn readers(i: &SegmentInfo) -> Vec<shmcast_common::procs::Process> {
 }
 
 fn to_json(i: &SegmentInfo, fps: f64) -> serde_json::Value {
-    let readers: Vec<_> =
-        readers(i).into_iter().map(|p| serde_json::json!({"pid": p.pid, "command": p.command})).collect();
-    serde_json::json!({
-        "name": i.name,
-        "path": i.path.display().to_string(),
-        "state": i.status.as_str(),
-        "pid": i.identity.pid,
-        "epoch": i.identity.epoch,
-        "start_unix_ns": i.identity.start_unix_ns,
-        "width": i.format.width,
-        "height": i.format.height,
-        "format": i.format.pixel.name(),
-        "fps_nominal": i.format.fps(),
-        "frame_size": i.format.frame_size,
-        "slots": i.slots,
-        "slot_stride": i.slot_stride,
-        "size_bytes": i.total_size,
-        "hugepages": i.hugepages,
-        // The producer's overlay (e.g. the test pattern's status band with the
-        // frame stamp), as recorded in the segment header.
-        "overlay": i.overlay.map(|o| [o.x, o.y, o.w, o.h]),
-        "head": i.head,
-        "tail": i.tail,
-        "heartbeat_age_ms": i.heartbeat_age.as_millis() as u64,
-        "fps": (fps * 100.0).round() / 100.0,
-        "readers": readers,
-    })
+    let mut m = shmcast_common::describe::segment(i, fps, &readers(i));
+    // The producer's overlay (e.g. the test pattern's status band with the
+    // frame stamp), as recorded in the segment header.
+    m.insert("overlay".into(), serde_json::json!(i.overlay.map(|o| [o.x, o.y, o.w, o.h])));
+    serde_json::Value::Object(m)
 }
 
 fn print_text(i: &SegmentInfo, fps: f64) {
