@@ -13,12 +13,66 @@
 //! and handing raw addresses of the mapping to numpy.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList};
+
+/// The Python properties of the stream a [`reader::Reader`] reads or a
+/// [`writer::Writer`] writes, from the fields both keep (`name`, `format`,
+/// `slots`, `epoch`): one more `#[pymethods]` block for each class (pyo3's
+/// `multiple-pymethods`).
+macro_rules! stream_properties {
+    ($class:ty) => {
+        #[pyo3::pymethods]
+        impl $class {
+            /// Stream name.
+            #[getter]
+            fn name(&self) -> &str {
+                &self.name
+            }
+            /// Frame width in pixels.
+            #[getter]
+            fn width(&self) -> u32 {
+                self.format.width
+            }
+            /// Frame height in pixels.
+            #[getter]
+            fn height(&self) -> u32 {
+                self.format.height
+            }
+            /// Pixel format name: rgb24, bgr24, gray8, yuyv, nv12, i420 or mjpeg.
+            #[getter]
+            fn format(&self) -> &'static str {
+                self.format.pixel.name()
+            }
+            /// Nominal frame rate (0.0 when the producer did not say).
+            #[getter]
+            fn fps(&self) -> f64 {
+                self.format.fps()
+            }
+            /// Bytes of one raw frame (the largest payload for mjpeg).
+            #[getter]
+            fn frame_size(&self) -> u64 {
+                self.format.frame_size
+            }
+            /// Slots in the ring.
+            #[getter]
+            fn slots(&self) -> u64 {
+                self.slots
+            }
+            /// The producer run's random id (a new one each time a producer
+            /// creates the stream).
+            #[getter]
+            fn epoch(&self) -> u64 {
+                self.epoch
+            }
+        }
+    };
+}
 
 mod reader;
 mod view;
@@ -56,6 +110,20 @@ pyo3::create_exception!(
     Error,
     "A frame's data was used after a later `next()` on its reader released it."
 );
+
+/// Locks `m` without waiting: a lock held by another thread raises
+/// `RuntimeError` with the message `busy()` (readers, writers and `follow()`
+/// are for one thread each, and a thread blocking here while holding the GIL
+/// could deadlock with one that waits for the GIL while holding the lock); a
+/// poisoned lock is taken over, its data being left consistent by every
+/// holder.
+pub(crate) fn try_lock<T>(m: &Mutex<T>, busy: impl FnOnce() -> String) -> PyResult<MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(g) => Ok(g),
+        Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+        Err(TryLockError::WouldBlock) => Err(PyRuntimeError::new_err(busy())),
+    }
+}
 
 /// Longest stretch spent waiting without the GIL before looking at Python's
 /// signal flags: Ctrl-C raises `KeyboardInterrupt` within about this long.

@@ -9,7 +9,7 @@
 //! exist) but show whatever the producer writes there later.
 
 use std::ptr::NonNull;
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -216,6 +216,8 @@ pub(crate) struct Reader {
     slots: u64,
 }
 
+stream_properties!(Reader);
+
 impl Reader {
     pub(crate) fn from_inner(r: shm_proto::Reader) -> Reader {
         Reader {
@@ -229,14 +231,9 @@ impl Reader {
     }
 
     fn lock(&self) -> PyResult<MutexGuard<'_, Core>> {
-        match self.core.try_lock() {
-            Ok(g) => Ok(g),
-            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
-            Err(TryLockError::WouldBlock) => Err(PyRuntimeError::new_err(format!(
-                "reader of stream {} is in use by another thread (use one reader per thread)",
-                self.name
-            ))),
-        }
+        crate::try_lock(&self.core, || {
+            format!("reader of stream {} is in use by another thread (use one reader per thread)", self.name)
+        })
     }
 
     /// Releases the current frame, then waits up to `timeout` for the next one.
@@ -358,46 +355,6 @@ impl Reader {
         Ok(self.stats_inner()?.into())
     }
 
-    /// Stream name.
-    #[getter]
-    fn name(&self) -> &str {
-        &self.name
-    }
-    /// Frame width in pixels.
-    #[getter]
-    fn width(&self) -> u32 {
-        self.format.width
-    }
-    /// Frame height in pixels.
-    #[getter]
-    fn height(&self) -> u32 {
-        self.format.height
-    }
-    /// Pixel format name: rgb24, bgr24, gray8, yuyv, nv12, i420 or mjpeg.
-    #[getter]
-    fn format(&self) -> &'static str {
-        self.format.pixel.name()
-    }
-    /// Nominal frame rate (0.0 when the producer did not say).
-    #[getter]
-    fn fps(&self) -> f64 {
-        self.format.fps()
-    }
-    /// Bytes of one raw frame (the largest payload for mjpeg).
-    #[getter]
-    fn frame_size(&self) -> u64 {
-        self.format.frame_size
-    }
-    /// Slots in the ring.
-    #[getter]
-    fn slots(&self) -> u64 {
-        self.slots
-    }
-    /// The producer run's random id (changes when the producer restarts).
-    #[getter]
-    fn epoch(&self) -> u64 {
-        self.epoch
-    }
     /// The producer's pid.
     #[getter]
     fn pid(&self) -> u32 {
@@ -709,13 +666,7 @@ pub(crate) struct Follow {
 
 impl Follow {
     fn lock(&self) -> PyResult<MutexGuard<'_, FollowState>> {
-        match self.state.try_lock() {
-            Ok(g) => Ok(g),
-            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
-            Err(TryLockError::WouldBlock) => {
-                Err(PyRuntimeError::new_err(format!("follow({}) is in use by another thread", self.name)))
-            }
-        }
+        crate::try_lock(&self.state, || format!("follow({}) is in use by another thread", self.name))
     }
 
     /// Tries to (re)open the stream; true if a reader is attached afterwards.

@@ -16,10 +16,10 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyTuple, PyType};
 use shm_proto::layout::{Geometry, PAGE};
@@ -176,13 +176,7 @@ impl Drop for Core {
 }
 
 fn lock_core<'a>(m: &'a Mutex<Option<Core>>, name: &str) -> PyResult<MutexGuard<'a, Option<Core>>> {
-    match m.try_lock() {
-        Ok(g) => Ok(g),
-        Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
-        Err(TryLockError::WouldBlock) => {
-            Err(PyRuntimeError::new_err(format!("writer of stream {name} is in use by another thread")))
-        }
-    }
+    crate::try_lock(m, || format!("writer of stream {name} is in use by another thread"))
 }
 
 /// A shape as Python prints it: `(480, 640, 3)`, `(5,)`.
@@ -223,10 +217,12 @@ pub(crate) struct Writer {
     core: Mutex<Option<Core>>,
     name: String,
     format: VideoFormat,
-    slots: u32,
+    slots: u64,
     path: String,
     epoch: u64,
 }
+
+stream_properties!(Writer);
 
 impl Writer {
     /// The open writer, locked; `Closed` once closed.
@@ -327,7 +323,7 @@ impl Writer {
         Ok(Writer {
             name: w.name().to_string(),
             format: vf,
-            slots: w.slots(),
+            slots: u64::from(w.slots()),
             path: w.path().display().to_string(),
             epoch: w.epoch(),
             core: Mutex::new(Some(Core {
@@ -448,55 +444,15 @@ impl Writer {
     fn closed(&self) -> bool {
         self.core.lock().map(|g| g.is_none()).unwrap_or(false)
     }
-    /// Stream name.
-    #[getter]
-    fn name(&self) -> &str {
-        &self.name
-    }
-    /// Frame width in pixels.
-    #[getter]
-    fn width(&self) -> u32 {
-        self.format.width
-    }
-    /// Frame height in pixels.
-    #[getter]
-    fn height(&self) -> u32 {
-        self.format.height
-    }
-    /// Pixel format name.
-    #[getter]
-    fn format(&self) -> &'static str {
-        self.format.pixel.name()
-    }
-    /// Nominal frame rate.
-    #[getter]
-    fn fps(&self) -> f64 {
-        self.format.fps()
-    }
-    /// Bytes of one frame (the largest payload for mjpeg).
-    #[getter]
-    fn frame_size(&self) -> u64 {
-        self.format.frame_size
-    }
     /// The array shape ``publish()`` takes and ``frame()`` gives.
     #[getter]
     fn shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         PyTuple::new(py, self.slot_layout()?.shape)
     }
-    /// Slots in the ring.
-    #[getter]
-    fn slots(&self) -> u32 {
-        self.slots
-    }
     /// Path of the segment.
     #[getter]
     fn path(&self) -> &str {
         &self.path
-    }
-    /// This producer run's random id.
-    #[getter]
-    fn epoch(&self) -> u64 {
-        self.epoch
     }
     /// Sequence number the next frame will get.
     #[getter]
