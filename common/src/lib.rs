@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(clap::Args, Debug, Clone)]
 pub struct CommonArgs {
     /// Log level: error, warn, info, debug, trace (or a tracing filter such as `shmcast=debug`).
-    #[arg(long, default_value = "info", value_name = "LEVEL")]
+    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
     pub log_level: String,
 
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g. 127.0.0.1:9100).

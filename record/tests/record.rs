@@ -828,3 +828,21 @@ fn recorder_honours_sigterm_in_every_state() {
     // The segment it was writing is closed in the catalog.
     assert!(segments(&ls(&dir.join("c"))).iter().all(|s| s["state"] == "closed"), "{}", ls(&dir.join("c")));
 }
+
+#[test]
+fn subcommands_take_log_level_and_report_a_missing_recording_in_one_line() {
+    let mut g = Guard::new();
+    let dir = temp_dir(&mut g, "empty");
+    let png = dir.join("f.png");
+    for cmd in ["ls", "frame"] {
+        let mut args = vec![cmd, "--log-level", "debug", "--dir", dir.to_str().unwrap()];
+        if cmd == "frame" {
+            args.extend(["--id", "1", "--out", png.to_str().unwrap()]);
+        }
+        let out = Command::new(bin("shmcast-record")).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", describe(&out));
+        assert_eq!(err.lines().count(), 1, "{args:?}: one error line: {err}");
+        assert!(err.starts_with("shmcast-record: error: no recording in"), "{args:?}: {err}");
+    }
+}
