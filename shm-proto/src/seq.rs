@@ -61,6 +61,18 @@ pub fn bump_notify(notify: &AtomicU32) -> u32 {
     notify.fetch_add(1, Ordering::Release).wrapping_add(1)
 }
 
+/// Holder of a lent slot, before writing its bytes (`Loan::as_mut`): orders
+/// the writer's *writing* mark — which happened before the loan reached this
+/// thread — before every byte written from here on.
+#[inline]
+pub fn take_loan() {
+    // SYNC(begin), for the holder's thread: pairs with the reader's
+    // `fence(Acquire)` in `validate`, as the fence in `begin_write` does for
+    // the writer's thread. A reader that saw a byte written after this fence
+    // sees the mark, which happens before it (the hand-off of the loan).
+    fence(Ordering::Release);
+}
+
 /// Writer, lending a slot (see `Writer::lend`): the holder of a loan is done
 /// with the slot's bytes — it committed them or gave up — and will never
 /// touch them again. Called once, when the loan is dropped, in whatever

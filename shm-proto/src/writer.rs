@@ -416,11 +416,16 @@ impl AsRef<[u8]> for Loan {
     }
 }
 
+/// The slot's bytes to fill. Fill them through a slice taken in the thread
+/// that writes them (`as_mut` fences the *writing* mark before them for that
+/// thread; a GStreamer memory wrapping the loan takes it where the buffer is
+/// acquired, the thread that fills it).
 impl AsMut<[u8]> for Loan {
     fn as_mut(&mut self) -> &mut [u8] {
         // Exclusive: the writer neither writes nor lends this slot while the
         // loan lives (it is pinned), and `&mut self` excludes other views
         // through the loan.
+        seq::take_loan();
         self.region.bytes_mut(self.off, self.len)
     }
 }
