@@ -5,8 +5,11 @@
 //! its buffers and the element's counters.
 #![forbid(unsafe_code)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::until;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
@@ -52,18 +55,6 @@ fn stamp_buffers(p: &Null) {
         }
         gst::PadProbeReturn::Ok
     });
-}
-
-/// Polls the follower until `want` accepts an event (bounded, so a broken
-/// element fails the test instead of hanging it).
-fn until<T>(f: &mut Follower, what: &str, mut want: impl FnMut(Event<'_>) -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Some(v) = want(f.poll(Duration::from_millis(100)).expect("readable segment")) {
-            return v;
-        }
-    }
-    panic!("timed out waiting for {what}");
 }
 
 /// A frame as a reader got it: (seq, frame id, stamp, capture ns, every

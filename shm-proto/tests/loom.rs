@@ -105,6 +105,18 @@ fn new_ring() -> Arc<Ring> {
     })
 }
 
+/// A reader thread that reads twice, concurrently with what follows.
+fn spawn_reader(ring: &Arc<Ring>, lapped: Lapped) -> thread::JoinHandle<(Cursor, Seen)> {
+    let ring = Arc::clone(ring);
+    thread::spawn(move || {
+        let mut c = Cursor::new(0);
+        let mut seen = Seen::default();
+        read_once(&ring, &mut c, lapped, &mut seen);
+        read_once(&ring, &mut c, lapped, &mut seen);
+        (c, seen)
+    })
+}
+
 /// A reader running concurrently with the writer, which publishes three
 /// frames into two slots: nothing torn is accepted, and after the writer is
 /// done everything is accounted for. Readers write nothing shared, so one
@@ -112,16 +124,7 @@ fn new_ring() -> Arc<Ring> {
 fn one_reader(lapped: Lapped) {
     loom::model(move || {
         let ring = new_ring();
-        let reader = {
-            let ring = Arc::clone(&ring);
-            thread::spawn(move || {
-                let mut c = Cursor::new(0);
-                let mut seen = Seen::default();
-                read_once(&ring, &mut c, lapped, &mut seen);
-                read_once(&ring, &mut c, lapped, &mut seen);
-                (c, seen)
-            })
-        };
+        let reader = spawn_reader(&ring, lapped);
         for s in 0..FRAMES {
             write(&ring, s);
         }
@@ -202,16 +205,7 @@ fn a_slot_filled_by_the_loan_holder_is_never_accepted_torn() {
     loom::model(|| {
         let ring = new_ring();
         write(&ring, 0);
-        let reader = {
-            let ring = Arc::clone(&ring);
-            thread::spawn(move || {
-                let mut c = Cursor::new(0);
-                let mut seen = Seen::default();
-                read_once(&ring, &mut c, Lapped::Oldest, &mut seen);
-                read_once(&ring, &mut c, Lapped::Oldest, &mut seen);
-                (c, seen)
-            })
-        };
+        let reader = spawn_reader(&ring, Lapped::Oldest);
         write(&ring, 1);
         // lend(): mark, then hand the loan to the holder.
         seq::begin_write(&ring.seqs[0], &ring.tail, 2, SLOTS);
@@ -261,16 +255,7 @@ fn an_abandoned_loan_ended_in_another_thread_never_leaks_into_a_frame() {
                 seq::end_loan(&out);
             })
         };
-        let reader = {
-            let ring = Arc::clone(&ring);
-            thread::spawn(move || {
-                let mut c = Cursor::new(0);
-                let mut seen = Seen::default();
-                read_once(&ring, &mut c, Lapped::Newest, &mut seen);
-                read_once(&ring, &mut c, Lapped::Newest, &mut seen);
-                (c, seen)
-            })
-        };
+        let reader = spawn_reader(&ring, Lapped::Newest);
         // The next frame: the writer's `claim`.
         let published = if seq::loan_is_out(&out) {
             write(&ring, 2); // sequence 1 passed over

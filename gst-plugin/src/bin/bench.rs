@@ -585,11 +585,7 @@ fn measure(cli: &Cli, transport: Transport, (w, h): (u32, u32), receivers: usize
             let dt = (*tb - *ta).as_secs_f64();
             let df = b.frames.saturating_sub(a.frames) as f64;
             let cpu = if df > 0.0 { (b.cpu - a.cpu) * 1000.0 / df } else { f64::NAN };
-            let lent = if a.lent >= 0 && b.lent >= 0 && df > 0.0 {
-                Some((b.lent - a.lent) as f64 / df)
-            } else {
-                None
-            };
+            let lent = if a.lent >= 0 && b.lent >= 0 && df > 0.0 { Some((b.lent - a.lent) as f64 / df) } else { None };
             (df / dt, cpu, (b.runq - a.runq) * 100.0 / dt, lent)
         }
         _ => (f64::NAN, f64::NAN, f64::NAN, None),

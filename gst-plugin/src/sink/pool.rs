@@ -102,10 +102,7 @@ mod imp {
             Ok(buffer)
         }
 
-        fn alloc_buffer(
-            &self,
-            _params: Option<&gst::BufferPoolAcquireParams>,
-        ) -> Result<gst::Buffer, gst::FlowError> {
+        fn alloc_buffer(&self, _params: Option<&gst::BufferPoolAcquireParams>) -> Result<gst::Buffer, gst::FlowError> {
             let size = *self.size.lock().unwrap_or_else(|e| e.into_inner());
             gst::Buffer::with_size(size).map_err(|_| gst::FlowError::Error)
         }
