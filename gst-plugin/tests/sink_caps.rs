@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::until;
 use gstreamer as gst;
 use gstreamer::prelude::*;
