@@ -4,23 +4,12 @@
 //! process (registered statically) so the test can change the caps.
 #![forbid(unsafe_code)]
 
-use std::time::{Duration, Instant};
+mod common;
 
+use common::until;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use shm_proto::{Event, Follower, PixelFormat, ProducerStatus, ReaderOptions, VideoFormat};
-
-/// Polls the follower until `want` accepts an event (bounded, so a broken
-/// element fails the test instead of hanging it).
-fn until<T>(f: &mut Follower, what: &str, mut want: impl FnMut(Event<'_>) -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Some(v) = want(f.poll(Duration::from_millis(100)).expect("readable segment")) {
-            return v;
-        }
-    }
-    panic!("timed out waiting for {what}");
-}
 
 #[test]
 fn caps_change_recreates_the_ring_and_eos_closes_it() {

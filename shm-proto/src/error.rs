@@ -263,3 +263,33 @@ impl OpenError {
         )
     }
 }
+
+/// Why [`crate::Writer::commit_loan`] or [`crate::Writer::commit_in_place`]
+/// did not commit a lent slot. Nothing was published; the caller still has
+/// the frame's bytes and can publish them by copying.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LoanError {
+    /// This writer has no loan out (it never lent, or the loan was dropped),
+    /// or the loan is another writer's (e.g. one replaced after a format change).
+    #[error("no slot of this writer is lent out")]
+    NotLent,
+    /// The bytes are not exactly the lent slot (another buffer, a part of
+    /// the slot, or memory of another writer).
+    #[error("the bytes are not the lent slot")]
+    NotTheSlot,
+    /// The loan's frame was already committed.
+    #[error("the lent slot was already committed (sequence {seq})")]
+    Committed {
+        /// The loan's sequence.
+        seq: u64,
+    },
+    /// Frames were written since the slot was lent: its sequence was
+    /// passed over, and committing it now would publish out of order.
+    #[error("the lent slot's sequence {seq} was passed over (next is {next})")]
+    Stale {
+        /// The loan's sequence.
+        seq: u64,
+        /// The writer's next sequence.
+        next: u64,
+    },
+}

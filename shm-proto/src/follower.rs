@@ -156,6 +156,21 @@ impl Follower {
     /// # Panics
     /// Never: the reader it waits on was attached just before.
     pub fn poll(&mut self, timeout: Duration) -> Result<Event<'_>, OpenError> {
+        self.poll_with(timeout, false)
+    }
+
+    /// Like [`Follower::poll`], but a frame event is the newest committed
+    /// frame ([`Reader::latest`]): frames older than it are skipped and
+    /// counted lost (its [`crate::Frame::lost_before`]). For consumers that
+    /// want the freshest frame rather than every frame when they fall behind.
+    ///
+    /// # Errors
+    /// As [`Follower::poll`].
+    pub fn poll_latest(&mut self, timeout: Duration) -> Result<Event<'_>, OpenError> {
+        self.poll_with(timeout, true)
+    }
+
+    fn poll_with(&mut self, timeout: Duration, latest: bool) -> Result<Event<'_>, OpenError> {
         let deadline = Instant::now() + timeout;
         if self.reader.is_none() || self.detached {
             loop {
@@ -197,7 +212,8 @@ impl Follower {
                 return Ok(Event::Detached(status));
             }
         }
-        Ok(match self.reader.as_mut().expect("attached").try_next() {
+        let r = self.reader.as_mut().expect("attached");
+        Ok(match if latest { r.latest() } else { r.try_next() } {
             Some(f) => Event::Frame(f),
             None => Event::Idle,
         })

@@ -53,7 +53,7 @@ pub mod segment;
 #[cfg(not(loom))]
 pub mod writer;
 
-pub use error::{CreateError, FormatError, HeaderError, NameError, OpenError};
+pub use error::{CreateError, FormatError, HeaderError, LoanError, NameError, OpenError};
 pub use format::{PixelFormat, Plane, Rect, VideoFormat};
 pub use meta::{FLAG_DISCONT, FLAG_KEYFRAME, FrameMeta};
 pub use name::StreamName;
@@ -66,4 +66,4 @@ pub use reader::{Availability, Frame, Next, Overrun, Reader, ReaderOptions, Read
 #[cfg(not(loom))]
 pub use segment::{CreateOptions, ProducerStatus, STALE_AFTER};
 #[cfg(not(loom))]
-pub use writer::{SlotWriter, Writer};
+pub use writer::{Loan, SlotWriter, Writer};

@@ -207,15 +207,19 @@ impl Region {
 
     /// Mutable view of `len` bytes of slot data at `off`, for the writer.
     ///
-    /// Exclusive within this process because only [`crate::writer::Writer`]
-    /// calls it, through `&mut self`, for the one slot it is writing.
-    #[allow(clippy::mut_from_ref)] // exclusivity is the writer's `&mut self`, see above
+    /// Exclusive within this process because it is only called for a slot
+    /// that nobody else in the process may touch: by [`crate::writer::Writer`],
+    /// through `&mut self`, for the one slot it is writing (never a slot a
+    /// loan pins), and by a [`crate::writer::Loan`], through `&mut self`, for
+    /// the slot it pins (which the writer then neither writes nor lends).
+    #[allow(clippy::mut_from_ref)] // exclusivity is the writer's or the loan's `&mut self`, see above
     pub(crate) fn bytes_mut(&self, off: u64, len: usize) -> &mut [u8] {
         assert!(self.writable, "write to a read-only region");
         let off = self.check(off, len, 1);
         // SAFETY: in bounds (checked), writable, alive for the borrow. No other
-        // `&mut` to these bytes exists (the writer holds `&mut Writer` while the
-        // slice lives); readers' concurrent views are the documented seqlock race.
+        // `&mut` to these bytes exists (the writer holds `&mut Writer`, or the
+        // loan `&mut Loan` for its pinned slot, while the slice lives); readers'
+        // concurrent views are the documented seqlock race.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(off), len) }
     }
 

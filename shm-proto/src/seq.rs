@@ -13,7 +13,7 @@
 //! followed by `fence(Acquire)`, which is at least as strong.
 #![forbid(unsafe_code)]
 
-use crate::sync::{AtomicU32, AtomicU64, Ordering, fence};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 
 /// The committed encoding of sequence `s`.
 #[inline]
@@ -59,6 +59,40 @@ pub fn bump_notify(notify: &AtomicU32) -> u32 {
     // SYNC(notify): Release so a reader whose futex wait returns because the
     // word changed (and then loads head with Acquire) sees the new head.
     notify.fetch_add(1, Ordering::Release).wrapping_add(1)
+}
+
+/// Holder of a lent slot, before writing its bytes (`Loan::as_mut`): orders
+/// the writer's *writing* mark — which happened before the loan reached this
+/// thread — before every byte written from here on.
+#[inline]
+pub fn take_loan() {
+    // SYNC(begin), for the holder's thread: pairs with the reader's
+    // `fence(Acquire)` in `validate`, as the fence in `begin_write` does for
+    // the writer's thread. A reader that saw a byte written after this fence
+    // sees the mark, which happens before it (the hand-off of the loan).
+    fence(Ordering::Release);
+}
+
+/// Writer, lending a slot (see `Writer::lend`): the holder of a loan is done
+/// with the slot's bytes — it committed them or gave up — and will never
+/// touch them again. Called once, when the loan is dropped, in whatever
+/// thread drops it.
+#[inline]
+pub fn end_loan(out: &AtomicBool) {
+    // SYNC(loan): pairs with `fence(Acquire)` in `loan_is_out`: every byte the
+    // holder (any thread) wrote into the slot happens before the writer
+    // begins writing that slot again, so none of them can land in a later frame.
+    out.store(false, Ordering::Release);
+}
+
+/// Writer: whether a loan is still held (Acquire; see `end_loan`). While it
+/// is, the writer neither lends nor writes the lent slot.
+#[inline]
+pub fn loan_is_out(out: &AtomicBool) -> bool {
+    let v = out.load(Ordering::Relaxed);
+    // SYNC(loan): pairs with the Release store in `end_loan`.
+    fence(Ordering::Acquire);
+    v
 }
 
 /// Reader: the next sequence the producer will write (Acquire).

@@ -1,5 +1,6 @@
 //! Loom models of the ring protocol: 1 writer, 1 reader, 2 slots, 3 frames,
-//! for each lapped policy, and with a close.
+//! for each lapped policy, with a close, and with a slot lent to another
+//! thread (filled there and committed, or abandoned there).
 //!
 //! The readers run the shipped cursor code ([`shm_proto::ring::Cursor`], the
 //! very `advance`/`available` that `Reader` runs) over a [`RingView`] of this
@@ -18,7 +19,7 @@
 #![cfg(loom)]
 
 use loom::sync::Arc;
-use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use loom::thread;
 use shm_proto::layout::state;
 use shm_proto::meta::FrameMeta;
@@ -104,6 +105,18 @@ fn new_ring() -> Arc<Ring> {
     })
 }
 
+/// A reader thread that reads twice, concurrently with what follows.
+fn spawn_reader(ring: &Arc<Ring>, lapped: Lapped) -> thread::JoinHandle<(Cursor, Seen)> {
+    let ring = Arc::clone(ring);
+    thread::spawn(move || {
+        let mut c = Cursor::new(0);
+        let mut seen = Seen::default();
+        read_once(&ring, &mut c, lapped, &mut seen);
+        read_once(&ring, &mut c, lapped, &mut seen);
+        (c, seen)
+    })
+}
+
 /// A reader running concurrently with the writer, which publishes three
 /// frames into two slots: nothing torn is accepted, and after the writer is
 /// done everything is accounted for. Readers write nothing shared, so one
@@ -111,16 +124,7 @@ fn new_ring() -> Arc<Ring> {
 fn one_reader(lapped: Lapped) {
     loom::model(move || {
         let ring = new_ring();
-        let reader = {
-            let ring = Arc::clone(&ring);
-            thread::spawn(move || {
-                let mut c = Cursor::new(0);
-                let mut seen = Seen::default();
-                read_once(&ring, &mut c, lapped, &mut seen);
-                read_once(&ring, &mut c, lapped, &mut seen);
-                (c, seen)
-            })
-        };
+        let reader = spawn_reader(&ring, lapped);
         for s in 0..FRAMES {
             write(&ring, s);
         }
@@ -178,5 +182,96 @@ fn a_reader_that_sees_the_close_has_every_frame_accounted() {
         seq::store_state(&ring.state, state::CLOSED);
         let (c, seen) = reader.join().unwrap();
         assert_eq!(c.frames(), seen.accepted + seen.overruns, "{seen:?}");
+    });
+}
+
+// Lending (`Writer::lend`): the slot is marked in the writer's thread, its
+// payload written by the loan's holder in another thread, and the loan ended
+// (`seq::end_loan`) in whichever thread drops it.
+
+/// The holder's payload for a frame it abandons.
+const GARBAGE: u64 = 999;
+
+/// A loaned frame over a slot a reader may be reading: frames 0 and 1 are
+/// written, then frame 2 is lent (slot 0, holding frame 0), filled by the
+/// holder's thread and committed by the writer after the hand-back. A reader
+/// reading frame 0 meanwhile must see the overwrite, and frame 2 is never
+/// accepted torn. The mark is stored in the writer's thread and the bytes in
+/// the holder's: the holder's own Release fence (`seq::take_loan`) is what
+/// orders the mark before its bytes for a reader; without it this model
+/// finds frame 0 accepted with a byte of frame 2.
+#[test]
+fn a_slot_filled_by_the_loan_holder_is_never_accepted_torn() {
+    loom::model(|| {
+        let ring = new_ring();
+        write(&ring, 0);
+        let reader = spawn_reader(&ring, Lapped::Oldest);
+        write(&ring, 1);
+        // lend(): mark, then hand the loan to the holder.
+        seq::begin_write(&ring.seqs[0], &ring.tail, 2, SLOTS);
+        let holder = {
+            let ring = Arc::clone(&ring);
+            thread::spawn(move || {
+                // `Loan::as_mut`, in the holder's thread.
+                seq::take_loan();
+                for i in 0..2 {
+                    ring.payload[0][i].store(word(2, i as u64), Ordering::Relaxed);
+                }
+            })
+        };
+        // The filled buffer comes back (a push to the sink): commit it.
+        holder.join().unwrap();
+        seq::commit(&ring.seqs[0], &ring.head, 2);
+        let (mut c, mut seen) = reader.join().unwrap();
+        for _ in 0..FRAMES {
+            read_once(&ring, &mut c, Lapped::Oldest, &mut seen);
+        }
+        assert_eq!(c.frames() + c.lost(), FRAMES, "{seen:?}");
+        assert_eq!(c.frames(), seen.accepted + seen.overruns, "{seen:?}");
+    });
+}
+
+/// An abandoned loan: frame 1 is lent (slot 1), the holder writes garbage
+/// into it in its thread and drops the loan there. The writer, without
+/// waiting, either still sees the loan out — and passes sequence 1 over,
+/// writing frame 2 into slot 0 — or sees it ended — and reuses sequence 1 in
+/// slot 1, after every garbage byte (SYNC(loan)). Either way no reader
+/// accepts garbage or a torn frame, and every sequence below `head` is
+/// handed out or counted lost.
+#[test]
+fn an_abandoned_loan_ended_in_another_thread_never_leaks_into_a_frame() {
+    loom::model(|| {
+        let ring = new_ring();
+        let out = Arc::new(AtomicBool::new(true));
+        write(&ring, 0);
+        seq::begin_write(&ring.seqs[1], &ring.tail, 1, SLOTS);
+        let holder = {
+            let (ring, out) = (Arc::clone(&ring), Arc::clone(&out));
+            thread::spawn(move || {
+                seq::take_loan();
+                for i in 0..2 {
+                    ring.payload[1][i].store(GARBAGE, Ordering::Relaxed);
+                }
+                seq::end_loan(&out);
+            })
+        };
+        let reader = spawn_reader(&ring, Lapped::Newest);
+        // The next frame: the writer's `claim`.
+        let published = if seq::loan_is_out(&out) {
+            write(&ring, 2); // sequence 1 passed over
+            3
+        } else {
+            write(&ring, 1); // sequence 1 reused
+            2
+        };
+        holder.join().unwrap();
+        let (mut c, mut seen) = reader.join().unwrap();
+        for _ in 0..FRAMES {
+            read_once(&ring, &mut c, Lapped::Newest, &mut seen);
+        }
+        assert_eq!(c.pos(), published, "{seen:?}");
+        assert_eq!(c.frames() + c.lost(), published, "{seen:?}");
+        assert_eq!(c.frames(), seen.accepted + seen.overruns, "{seen:?}");
+        assert!(c.corrupt().is_none());
     });
 }

@@ -19,8 +19,11 @@
 //! timed in this process three ways (`Frame::copy_to`, `Frame::read` +
 //! memcpy as `shmcastsrc` does, memcpy between heap buffers).
 //!
-//! Rows: `shmcast` (the sink copies each frame into the ring, each
-//! `shmcastsrc` copies it out into a pooled buffer and validates it);
+//! Rows: `shmcast` (`videotestsrc` renders each frame straight into a ring
+//! slot that `shmcastsink`'s buffer pool lends it, and the sink publishes
+//! the slot without a copy — the `tx no-copy` column says for how many
+//! frames; each `shmcastsrc` copies it out into a pooled buffer and
+//! validates it);
 //! `shm copy` (`identity drop-allocation=true` makes `shmsink` copy each
 //! frame into its area, as it must for a camera or any source owning its
 //! buffers; `shmsrc` hands out the area without copying); `shm zero-copy`
@@ -73,6 +76,11 @@ struct Cli {
     #[arg(long)]
     same_session: bool,
 
+    /// Also measure `shmcastsrc latest=true` (the newest frame each time
+    /// instead of every frame in order), as an extra row.
+    #[arg(long)]
+    latest: bool,
+
     /// Skip the stalled-receiver runs.
     #[arg(long)]
     no_stall: bool,
@@ -111,6 +119,7 @@ enum Role {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Transport {
     Shmcast,
+    ShmcastLatest,
     ShmCopy,
     ShmZeroCopy,
 }
@@ -119,6 +128,7 @@ impl Transport {
     fn label(self) -> &'static str {
         match self {
             Transport::Shmcast => "shmcast",
+            Transport::ShmcastLatest => "shmcast latest=true",
             Transport::ShmCopy => "shm copy",
             Transport::ShmZeroCopy => "shm zero-copy",
         }
@@ -126,6 +136,7 @@ impl Transport {
     fn arg(self) -> &'static str {
         match self {
             Transport::Shmcast => "shmcast",
+            Transport::ShmcastLatest => "shmcast-latest",
             Transport::ShmCopy => "shm-copy",
             Transport::ShmZeroCopy => "shm-zero-copy",
         }
@@ -222,7 +233,9 @@ fn sender(transport: Transport, width: u32, height: u32, channel: &str) -> anyho
     let frame = u64::from(width) * u64::from(height) * 3;
     let src = format!("videotestsrc pattern=solid-color foreground-color=0xff336699 ! {}", caps(width, height));
     let desc = match transport {
-        Transport::Shmcast => format!("{src} ! shmcastsink name=out stream={channel} slots={SLOTS} sync=false"),
+        Transport::Shmcast | Transport::ShmcastLatest => {
+            format!("{src} ! shmcastsink name=out stream={channel} slots={SLOTS} sync=false")
+        }
         Transport::ShmCopy => format!(
             "{src} ! identity drop-allocation=true ! shmsink name=out socket-path={channel} shm-size={} \
              wait-for-connection=false sync=false",
@@ -265,8 +278,15 @@ fn sender(transport: Transport, width: u32, height: u32, channel: &str) -> anyho
             bail!("sender pipeline error: {e}");
         }
         let frames = *count.lock().unwrap();
+        // Frames shmcastsink published from a lent slot (no copy); -1 for shmsink.
+        let lent = match transport {
+            Transport::Shmcast | Transport::ShmcastLatest => {
+                out.property::<gst::Structure>("stats").get::<u64>("lent").map_or(-1, |v| v as i64)
+            }
+            _ => -1,
+        };
         println!(
-            "{{\"t\":{:.3},\"frames\":{frames},\"cpu\":{:.3},\"runq\":{:.3}}}",
+            "{{\"t\":{:.3},\"frames\":{frames},\"cpu\":{:.3},\"runq\":{:.3},\"lent\":{lent}}}",
             start.elapsed().as_secs_f64(),
             cpu_seconds(),
             runq_seconds()
@@ -288,6 +308,7 @@ fn receiver(transport: Transport, width: u32, height: u32, channel: &str, secs: 
     init_gst()?;
     let desc = match transport {
         Transport::Shmcast => format!("shmcastsrc stream={channel} ! fakesink name=out sync=false"),
+        Transport::ShmcastLatest => format!("shmcastsrc stream={channel} latest=true ! fakesink name=out sync=false"),
         _ => format!(
             "shmsrc socket-path={channel} is-live=true ! {} ! fakesink name=out sync=false",
             caps(width, height)
@@ -341,7 +362,7 @@ fn receiver(transport: Transport, width: u32, height: u32, channel: &str, secs: 
         }
     };
     let (lost, torn) = match transport {
-        Transport::Shmcast => {
+        Transport::Shmcast | Transport::ShmcastLatest => {
             let st = p.by_name("shmcastsrc0").map(|e| e.property::<gst::Structure>("stats"));
             let g = |k: &str| st.as_ref().and_then(|s| s.get::<u64>(k).ok()).unwrap_or(0);
             (g("lost"), g("torn"))
@@ -423,15 +444,18 @@ struct Progress {
     frames: u64,
     cpu: f64,
     runq: f64,
+    /// Frames published from a lent slot (shmcastsink), or -1.
+    lent: i64,
 }
 
-/// Parses `{"t":..,"frames":N,"cpu":C,"runq":Q}` without a JSON dependency.
+/// Parses `{"t":..,"frames":N,"cpu":C,"runq":Q,"lent":L}` without a JSON dependency.
 fn parse_progress(line: &str) -> Result<Progress, ()> {
     let field = |k: &str| line.split_once(&format!("\"{k}\":")).map(|(_, r)| r.split([',', '}']).next().unwrap_or(""));
     let frames = field("frames").and_then(|v| v.parse().ok()).ok_or(())?;
     let cpu = field("cpu").and_then(|v| v.parse().ok()).ok_or(())?;
     let runq = field("runq").and_then(|v| v.parse().ok()).ok_or(())?;
-    Ok(Progress { frames, cpu, runq })
+    let lent = field("lent").and_then(|v| v.parse().ok()).unwrap_or(-1);
+    Ok(Progress { frames, cpu, runq, lent })
 }
 
 fn num(line: &str, k: &str) -> f64 {
@@ -492,12 +516,15 @@ struct Row {
     send_cpu_ms: f64,
     /// Share of the wall time the sender's threads waited for a CPU (%).
     send_runq: f64,
+    /// Share of the sender's frames published from a lent ring slot
+    /// (shmcastsink's pool in use: no copy in the sender); `None` for shmsink.
+    lent_share: Option<f64>,
     recv: Vec<String>,
 }
 
 fn measure(cli: &Cli, transport: Transport, (w, h): (u32, u32), receivers: usize, stall: bool) -> anyhow::Result<Row> {
     let channel = match transport {
-        Transport::Shmcast => format!("gstbench-{}", std::process::id()),
+        Transport::Shmcast | Transport::ShmcastLatest => format!("gstbench-{}", std::process::id()),
         _ => format!("/tmp/shmcast-gstbench-{}.sock", std::process::id()),
     };
     let _ = std::fs::remove_file(&channel);
@@ -553,14 +580,15 @@ fn measure(cli: &Cli, transport: Transport, (w, h): (u32, u32), receivers: usize
     // Sender frames and CPU over the receivers' run.
     let samples: Vec<(Instant, Progress)> = progress.try_iter().collect();
     let in_window: Vec<_> = samples.iter().filter(|(t, _)| *t >= t0 && *t <= t1).collect();
-    let (send_fps, send_cpu_ms, send_runq) = match (in_window.first(), in_window.last()) {
+    let (send_fps, send_cpu_ms, send_runq, lent_share) = match (in_window.first(), in_window.last()) {
         (Some((ta, a)), Some((tb, b))) if tb > ta => {
             let dt = (*tb - *ta).as_secs_f64();
             let df = b.frames.saturating_sub(a.frames) as f64;
             let cpu = if df > 0.0 { (b.cpu - a.cpu) * 1000.0 / df } else { f64::NAN };
-            (df / dt, cpu, (b.runq - a.runq) * 100.0 / dt)
+            let lent = if a.lent >= 0 && b.lent >= 0 && df > 0.0 { Some((b.lent - a.lent) as f64 / df) } else { None };
+            (df / dt, cpu, (b.runq - a.runq) * 100.0 / dt, lent)
         }
-        _ => (f64::NAN, f64::NAN, f64::NAN),
+        _ => (f64::NAN, f64::NAN, f64::NAN, None),
     };
     for r in &recvs {
         let _ = Command::new("kill").args(["-CONT", &r.0.id().to_string()]).status();
@@ -569,7 +597,7 @@ fn measure(cli: &Cli, transport: Transport, (w, h): (u32, u32), receivers: usize
     drop(sender);
     // The sender was killed: remove what it left (its socket, or its segment).
     let _ = std::fs::remove_file(&channel);
-    if transport == Transport::Shmcast {
+    if matches!(transport, Transport::Shmcast | Transport::ShmcastLatest) {
         let _ = std::fs::remove_file(shm_proto::segment::default_dir().join(format!("shmcast.{channel}")));
     }
     Ok(Row {
@@ -580,6 +608,7 @@ fn measure(cli: &Cli, transport: Transport, (w, h): (u32, u32), receivers: usize
         send_fps,
         send_cpu_ms,
         send_runq,
+        lent_share,
         recv: results,
     })
 }
@@ -598,6 +627,8 @@ struct Figures {
     recv_faults: f64,
     gaps: f64,
     torn: f64,
+    /// Share of the sender's frames published from a lent slot (NaN: shmsink).
+    lent: f64,
     complete: bool,
 }
 
@@ -616,6 +647,7 @@ fn figures(r: &Row) -> Figures {
         recv_faults: mean(&|l| num(l, "faults") / num(l, "frames")),
         gaps: mean(&|l| num(l, "gaps")),
         torn: mean(&|l| num(l, "torn")),
+        lent: r.lent_share.unwrap_or(f64::NAN),
         complete: r.recv.iter().all(|l| l.contains("\"complete\":true")),
     }
 }
@@ -640,14 +672,24 @@ fn median(runs: &[Figures]) -> Figures {
         recv_faults: m(|f| f.recv_faults),
         gaps: m(|f| f.gaps),
         torn: m(|f| f.torn),
+        lent: m(|f| f.lent),
         complete: runs.iter().all(|f| f.complete),
     }
+}
+
+/// The header of the rows' table.
+fn print_header() {
+    println!(
+        "| size | transport | receivers | tx fps | rx fps | ratio | p50 µs | p99 µs | tx CPU ms/frame | rx CPU ms/frame \
+         | tx run-queue | rx run-queue | rx faults/frame | gaps | torn | tx no-copy |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 }
 
 fn print_row(r: &Row, f: &Figures, base: Option<&Figures>) {
     let ratio = base.map(|b| f.recv_fps / b.recv_fps);
     println!(
-        "| {} | {} | {}{} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} % | {:.0} % | {:.1} | {:.0} | {:.0} |{}",
+        "| {} | {} | {}{} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} % | {:.0} % | {:.1} | {:.0} | {:.0} | {} |{}",
         r.size,
         r.transport.label(),
         r.receivers,
@@ -664,6 +706,7 @@ fn print_row(r: &Row, f: &Figures, base: Option<&Figures>) {
         f.recv_faults,
         f.gaps,
         f.torn,
+        if f.lent.is_nan() { "—".to_string() } else { format!("{:.0} %", f.lent * 100.0) },
         if f.complete { "" } else { " (a receiver got no frames)" },
     );
 }
@@ -712,15 +755,17 @@ fn orchestrate(cli: &Cli) -> anyhow::Result<()> {
          process's threads were runnable but waiting for a CPU (taken by other processes); faults = minor page faults. \
          shmcastsrc copies every frame out of the ring; shmsrc hands \
          out the shared area and its receiver reads only the stamp. shmsink waits for its slowest receiver; \
-         shmcastsink never waits (a slow receiver loses frames, counted as gaps)."
+         shmcastsink never waits (a slow receiver loses frames, counted as gaps). tx no-copy = share of the \
+         sender's frames videotestsrc rendered straight into a ring slot lent by shmcastsink's pool (published \
+         without a copy); the rest were copied into a slot."
     );
-    println!(
-        "| size | transport | receivers | tx fps | rx fps | ratio | p50 µs | p99 µs | tx CPU ms/frame | rx CPU ms/frame | tx run-queue | rx run-queue | rx faults/frame | gaps | torn |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    print_header();
     for &size in &sizes {
         for receivers in [1, 2] {
-            let transports = [Transport::ShmCopy, Transport::ShmZeroCopy, Transport::Shmcast];
+            let mut transports = vec![Transport::ShmCopy, Transport::ShmZeroCopy, Transport::Shmcast];
+            if cli.latest {
+                transports.push(Transport::ShmcastLatest);
+            }
             let mut runs: Vec<Vec<(Row, Figures)>> = Vec::new();
             runs.resize_with(transports.len(), Vec::new);
             for _ in 0..cli.reps.max(1) {
@@ -742,10 +787,7 @@ fn orchestrate(cli: &Cli) -> anyhow::Result<()> {
         println!(
             "# stalled receiver: one receiver attaches and is then stopped (SIGSTOP); tx fps and the other receiver's rx fps meanwhile"
         );
-        println!(
-            "| size | transport | receivers | tx fps | rx fps | ratio | p50 µs | p99 µs | tx CPU ms/frame | rx CPU ms/frame | tx run-queue | rx run-queue | rx faults/frame | gaps | torn |"
-        );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        print_header();
         let size = sizes[0];
         for t in [Transport::ShmCopy, Transport::Shmcast] {
             let r = measure(cli, t, size, 1, true)?;

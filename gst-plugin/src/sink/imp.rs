@@ -2,10 +2,15 @@
 //! created in `set_caps` and replaced when the caps change (readers notice the
 //! new epoch and follow it); EOS, `stop` (READY/NULL) and dispose close it.
 //!
-//! Each buffer is copied once into a slot, plane by plane when GStreamer's
-//! strides differ from the ring's packed layout, with its capture time and
-//! flags: [`shmcast_common::gst`], the code the producer's `gst:` source
-//! uses too. The capture time is, in order of preference: a
+//! Zero-copy publish: for raw caps whose GStreamer layout is the ring's
+//! packed layout, `propose_allocation` offers upstream a pool whose buffers
+//! are ring slots ([`super::pool`]); a buffer whose memory is the lent slot,
+//! laid out as the ring's planes, is committed in place. Any other buffer
+//! (another pool's, a second one acquired while the slot was out, a padded
+//! layout, one from before a caps change) is copied once into a slot, plane
+//! by plane when GStreamer's strides differ from the ring's packed layout,
+//! with its capture time and flags: [`shmcast_common::gst`], the code the
+//! producer's `gst:` source uses too. The capture time is, in order of preference: a
 //! `timestamp/x-unix` reference timestamp on the buffer; the buffer's PTS as
 //! pipeline clock time mapped to `CLOCK_REALTIME`; the time the buffer
 //! arrived (when the PTS lies in the future, as with `sync=false` upstream of
@@ -22,7 +27,7 @@ use gstreamer_base as gst_base;
 use gstreamer_base::prelude::*;
 use gstreamer_base::subclass::prelude::*;
 use gstreamer_video as gst_video;
-use shm_proto::{CreateError, CreateOptions, StreamName, VideoFormat, Writer};
+use shm_proto::{CreateError, CreateOptions, FrameMeta, Loan, StreamName, VideoFormat, Writer};
 use shmcast_common::gst as slot;
 
 use crate::caps;
@@ -60,10 +65,16 @@ impl Default for Settings {
 struct State {
     writer: Option<Writer>,
     info: Option<gst_video::VideoInfo>,
+    /// The ring's planes are GStreamer's layout of the caps: slots can be lent.
+    lendable: bool,
     next_id: u64,
     frames: u64,
+    /// Frames committed in place (rendered into a lent slot): no copy.
+    lent: u64,
     dropped: u64,
     segments: u64,
+    /// Sequences passed over by the writers already closed.
+    skipped_before: u64,
     /// Caps whose ring could not be created (the error was posted once).
     failed: Option<gst::Caps>,
 }
@@ -133,7 +144,11 @@ impl ObjectImpl for ShmcastSink {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("frames (published), dropped (JPEG frames larger than a slot), segments (created)")
+                    .blurb(
+                        "frames (published), lent (of which rendered by upstream straight into a lent ring slot \
+                         and published without a copy), skipped (sequences passed over because a lent slot was \
+                         still held), dropped (JPEG frames larger than a slot), segments (created)",
+                    )
                     .read_only()
                     .build(),
             ]
@@ -169,6 +184,8 @@ impl ObjectImpl for ShmcastSink {
                 let st = lock(&self.state);
                 gst::Structure::builder("shmcastsink-stats")
                     .field("frames", st.frames)
+                    .field("lent", st.lent)
+                    .field("skipped", st.skipped_before + st.writer.as_ref().map_or(0, Writer::skipped))
                     .field("dropped", st.dropped)
                     .field("segments", st.segments)
                     .build()
@@ -218,7 +235,64 @@ impl ElementImpl for ShmcastSink {
     }
 }
 
+impl State {
+    /// Closes the ring, if open; true if it was.
+    fn close(&mut self) -> bool {
+        match self.writer.take() {
+            Some(w) => {
+                self.skipped_before += w.skipped();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 impl ShmcastSink {
+    /// A slot for the pool to lend: the next one, if the ring is open, its
+    /// frames are `size` bytes laid out as GStreamer lays out the caps, and
+    /// no other slot is out.
+    pub(super) fn lend(&self, size: usize) -> Option<Loan> {
+        let mut st = lock(&self.state);
+        if !st.lendable {
+            return None;
+        }
+        let writer = st.writer.as_mut()?;
+        if writer.format().frame_size != size as u64 {
+            return None;
+        }
+        writer.lend()
+    }
+
+    /// Commits `buffer` in place if its memory is the lent slot with the
+    /// ring's plane layout; `None` when it must be copied.
+    fn commit_in_place(&self, st: &mut State, buffer: &gst::BufferRef, meta: FrameMeta) -> Option<u64> {
+        let writer = st.writer.as_mut()?;
+        if !st.lendable || buffer.n_memory() != 1 || !writer.is_lent() {
+            return None;
+        }
+        // Planes where the ring has them: a video meta, if upstream added
+        // one, must say the ring's offsets and strides.
+        if let Some(vm) = buffer.meta::<gst_video::VideoMeta>() {
+            let planes = writer.format().planes();
+            let same = vm.n_planes() as usize == planes.len()
+                && planes.iter().enumerate().all(|(i, p)| {
+                    vm.offset()[i] as u64 == p.offset && i64::from(vm.stride()[i]) == i64::from(p.stride)
+                });
+            if !same {
+                return None;
+            }
+        }
+        let map = buffer.map_readable().ok()?;
+        match writer.commit_in_place(map.as_slice(), meta) {
+            Ok(seq) => Some(seq),
+            Err(e) => {
+                gst::debug!(CAT, imp = self, "buffer not committed in place ({e}): copied");
+                None
+            }
+        }
+    }
+
     fn create_options(&self, s: &Settings) -> Result<CreateOptions, gst::ErrorMessage> {
         let mode = parse_mode(&s.mode).ok_or_else(|| {
             gst::error_msg!(gst::ResourceError::Settings, ("mode {:?} is not an octal file mode (e.g. 0640)", s.mode))
@@ -251,8 +325,10 @@ impl ShmcastSink {
         let settings = lock(&self.settings).clone();
         let opts = self.create_options(&settings)?;
         // Close first: the name is ours, and a reader must see the old
-        // epoch end before the new one starts.
-        state.writer = None;
+        // epoch end before the new one starts. A slot the old writer lent
+        // stays mapped until its buffer is gone, and is never committed
+        // into the new ring.
+        state.close();
         let writer = Writer::create(&name, format, &opts).map_err(|e| {
             let kind = match e {
                 CreateError::InUse { .. } => gst::ResourceError::Busy,
@@ -281,6 +357,25 @@ impl ShmcastSink {
 }
 
 impl BaseSinkImpl for ShmcastSink {
+    fn propose_allocation(&self, query: &mut gst::query::Allocation) -> Result<(), gst::LoggableError> {
+        let (caps, need_pool) = query.get_owned();
+        // Ring slots as upstream's buffers: raw caps laid out as the ring
+        // lays out its planes (no padded rows), so a slot is a GStreamer frame.
+        let lendable = caps.as_ref().and_then(|c| caps::format_of(c).ok()).and_then(|(format, info)| {
+            info.filter(|i| caps::same_layout(&format, i) && i.size() as u64 == format.frame_size)
+        });
+        if let (true, Some(caps), Some(info)) = (need_pool, caps, lendable) {
+            let pool = super::pool::SlotPool::new(&self.obj());
+            let size = info.size() as u32;
+            let mut config = pool.config();
+            config.set_params(Some(&caps), size, 0, 0);
+            pool.set_config(config).map_err(|_| gst::loggable_error!(CAT, "cannot configure the slot pool"))?;
+            query.add_allocation_pool(Some(&pool), size, 0, 0);
+            gst::debug!(CAT, imp = self, "offering ring slots as upstream's buffers ({caps})");
+        }
+        self.parent_propose_allocation(query)
+    }
+
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let name = self.stream_name()?;
         let settings = lock(&self.settings).clone();
@@ -299,10 +394,11 @@ impl BaseSinkImpl for ShmcastSink {
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         let mut st = lock(&self.state);
-        if st.writer.take().is_some() {
+        if st.close() {
             gst::info!(CAT, imp = self, "closed the ring");
         }
         st.info = None;
+        st.lendable = false;
         Ok(())
     }
 
@@ -318,6 +414,7 @@ impl BaseSinkImpl for ShmcastSink {
         if st.failed.as_ref() == Some(caps) {
             return Err(gst::loggable_error!(CAT, "the ring for {caps} could not be created"));
         }
+        st.lendable = info.as_ref().is_some_and(|i| caps::same_layout(&format, i));
         if st.writer.as_ref().is_some_and(|w| *w.format() == format) {
             st.info = info;
             return Ok(());
@@ -336,7 +433,7 @@ impl BaseSinkImpl for ShmcastSink {
     fn event(&self, event: gst::Event) -> bool {
         if let gst::EventView::Eos(_) = event.view() {
             let mut st = lock(&self.state);
-            if st.writer.take().is_some() {
+            if st.close() {
                 gst::info!(CAT, imp = self, "end of stream: closed the ring");
             }
         }
@@ -357,6 +454,17 @@ impl BaseSinkImpl for ShmcastSink {
             return Err(gst::FlowError::NotNegotiated);
         };
         let format = *writer.format();
+        if st.info.is_some() {
+            let mut meta = FrameMeta::new(st.next_id, capture, format.frame_size);
+            meta.flags = slot::flags(buffer, false, false);
+            if self.commit_in_place(st, buffer, meta).is_some() {
+                st.next_id += 1;
+                st.frames += 1;
+                st.lent += 1;
+                return Ok(gst::FlowSuccess::Ok);
+            }
+        }
+        let Some(writer) = st.writer.as_mut() else { return Err(gst::FlowError::NotNegotiated) };
         let payload = match slot::Payload::map(buffer, st.info.as_ref(), &format) {
             Ok(p) => p,
             Err(e @ slot::PayloadError::TooLarge { .. }) => {

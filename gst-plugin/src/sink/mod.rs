@@ -7,6 +7,7 @@ use gstreamer::prelude::*;
 use gstreamer_base as gst_base;
 
 mod imp;
+mod pool;
 
 glib::wrapper! {
     /// The `shmcastsink` element.

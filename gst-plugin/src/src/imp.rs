@@ -49,11 +49,12 @@ struct Settings {
     start: StartAt,
     attach_timeout: u32,
     is_live: bool,
+    latest: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { stream: None, start: StartAt::Next, attach_timeout: 0, is_live: true }
+        Settings { stream: None, start: StartAt::Next, attach_timeout: 0, is_live: true, latest: false }
     }
 }
 
@@ -148,6 +149,16 @@ impl ObjectImpl for ShmcastSrc {
                     .default_value(true)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("latest")
+                    .nick("Latest frame")
+                    .blurb(
+                        "Push the newest frame each time, skipping (and counting as lost) older ones the \
+                         pipeline had no time for: the lowest latency when downstream is slower than the \
+                         producer (false: every frame in order while the ring still holds it)",
+                    )
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(
@@ -167,6 +178,7 @@ impl ObjectImpl for ShmcastSrc {
             "stream" => s.stream = value.get().expect("type checked upstream"),
             "start" => s.start = value.get().expect("type checked upstream"),
             "attach-timeout" => s.attach_timeout = value.get().expect("type checked upstream"),
+            "latest" => s.latest = value.get().expect("type checked upstream"),
             "is-live" => {
                 s.is_live = value.get().expect("type checked upstream");
                 let live = s.is_live;
@@ -183,6 +195,7 @@ impl ObjectImpl for ShmcastSrc {
             "start" => lock(&self.settings).start.to_value(),
             "attach-timeout" => lock(&self.settings).attach_timeout.to_value(),
             "is-live" => lock(&self.settings).is_live.to_value(),
+            "latest" => lock(&self.settings).latest.to_value(),
             "stats" => self.stats().to_value(),
             other => unreachable!("no property {other}"),
         }
@@ -285,7 +298,8 @@ impl ShmcastSrc {
         let settings = lock(&self.settings).clone();
         let mut guard = lock(&self.state);
         let Some(st) = guard.as_mut() else { return Err(gst::FlowError::Flushing) };
-        let ev = match st.follower.poll(POLL) {
+        let polled = if settings.latest { st.follower.poll_latest(POLL) } else { st.follower.poll(POLL) };
+        let ev = match polled {
             Ok(ev) => ev,
             Err(e) => {
                 gst::element_imp_error!(self, gst::ResourceError::OpenRead, ("{}", e));

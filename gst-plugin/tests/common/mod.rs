@@ -117,3 +117,15 @@ pub fn run_to_end(g: &mut Guard, label: &str, cmd: &mut Command) -> (std::proces
     // The log is complete once the process has ended.
     (status, g.log(label))
 }
+
+/// Polls the follower until `want` accepts an event (bounded, so a broken
+/// element fails the test instead of hanging it).
+pub fn until<T>(f: &mut shm_proto::Follower, what: &str, mut want: impl FnMut(shm_proto::Event<'_>) -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if let Some(v) = want(f.poll(std::time::Duration::from_millis(100)).expect("readable segment")) {
+            return v;
+        }
+    }
+    panic!("timed out waiting for {what}");
+}
