@@ -35,8 +35,10 @@ pub struct TrackParams {
     pub meteor_max_frames: u64,
     /// Slowest meteor, px/frame.
     pub meteor_min_speed: f32,
-    /// Fewest frames with a detection for a meteor: one- and two-frame
-    /// coincidences of noise are never meteors.
+    /// Fewest frames with a detection for a meteor, counting only
+    /// detections next to another in time (on the frame before or after):
+    /// one- and two-frame coincidences of noise, and isolated blobs chained
+    /// across gaps, are never meteors.
     pub meteor_min_hits: u64,
     /// Least evidence of a meteor: the sum over its detections of their
     /// integrated difference in units of `σ × gain` per cell (see
@@ -913,6 +915,20 @@ impl Tracker {
         if span > p.meteor_max_frames || n < p.meteor_min_hits {
             return None;
         }
+        // Detections in runs: only a detection with another one on the frame
+        // before or after counts towards the fewest hits. A meteor is seen on
+        // consecutive frames; isolated blobs that a track's wide first gate
+        // chained across gaps (the large, faint blobs of an I-frame that
+        // refreshes a GOP's compression noise) are not.
+        let in_runs = (0..pts.len())
+            .filter(|&i| {
+                (i > 0 && pts[i - 1].frame + 1 == pts[i].frame)
+                    || (i + 1 < pts.len() && pts[i].frame + 1 == pts[i + 1].frame)
+            })
+            .count() as u64;
+        if in_runs < p.meteor_min_hits {
+            return None;
+        }
         let fit = LineFit::new(pts);
         let speed = fit.speed();
         let disp = (b.x - a.x).hypot(b.y - a.y);
@@ -1144,6 +1160,17 @@ mod tests {
         // Compact blobs lined up at 40 px/frame: not smeared like a meteor.
         let mut t = Tracker::new(TrackParams { first_jump: 120.0, ..TrackParams::default() }, 0);
         let out = run(&mut t, (0..5u64).map(|f| (f, vec![det(100.0 + 40.0 * f as f32, 300.0, 4)])));
+        assert!(out.iter().all(|e| e.kind != Kind::Meteor), "{out:?}");
+    }
+
+    #[test]
+    fn isolated_blobs_chained_across_gaps_are_not_meteors() {
+        // As measured on a static H.264 sky (CRF 28, GOP 60) at the first
+        // I-frame after the detector learned: large faint blobs on frames
+        // 60, 61 and 64 along a line, each long enough to look smeared.
+        let mut t = Tracker::new(TrackParams::default(), 0);
+        let blobs = [(60, 1001.0, 3.0), (61, 1045.0, 57.0), (64, 1191.0, 180.0)];
+        let out = run(&mut t, blobs.into_iter().map(|(f, x, y)| (f, vec![det(x, y, 80)])));
         assert!(out.iter().all(|e| e.kind != Kind::Meteor), "{out:?}");
     }
 
