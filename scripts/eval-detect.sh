@@ -6,9 +6,15 @@
 #                                      and encoded by ffmpeg, fed through
 #                                      shmcast-producer --source gst:'filesrc ! decodebin'
 #   scripts/eval-detect.sh ci          the short corpus (3 small clips, CI)
-#   scripts/eval-detect.sh static      the false-event rate: one long static sky
-#                                      (H.264 CRF 28 GOP 60, uniform noise 10;
-#                                      STATIC_FRAMES=18000 = 10 min at 30 fps)
+#   scripts/eval-detect.sh static      the false-event rate: STATIC_MINUTES (60)
+#                                      of static sky at 30 fps, 1280x720, streamed:
+#                                      scripts/static-sky.py (stars twinkling, hot
+#                                      pixels) | ffmpeg noise filter (uniform,
+#                                      amplitude 10, new each frame) | libx264
+#                                      veryfast CRF 28 GOP 60 (MPEG-TS) | a FIFO |
+#                                      shmcast-producer filesrc ! tsdemux ! avdec_h264.
+#                                      STATIC_TS=file keeps the encoded stream there,
+#                                      or replays it if it exists.
 #   scripts/eval-detect.sh testsrc     the project's own test pattern (no --mask)
 #
 # Prints a table per condition (meteor recall/precision, type right, aircraft
@@ -19,6 +25,7 @@
 #   OUT=dir (results; default a temp dir), SEED=1, WIDTH/HEIGHT (1280x720, ci
 #   640x360), STATIC_CLIPS=3 (per CRF), ONLY=clip,names, DETECT_ARGS="extra detector flags",
 #   BIN_DIR=target/release. testsrc mode: FRAMES SEED EVENTS NOISE FORMAT WIDTH HEIGHT.
+#   static mode: STATIC_MINUTES SEED STATIC_TS.
 #
 # Every clip runs with --fps 0 and a ring holding all its frames (gray8,
 # slots = frames rounded up to a power of two: 1 GiB of /dev/shm at 720p for a
@@ -50,8 +57,10 @@ else
 fi
 NAME=eval-$$
 DET_PID=
+RENDER_PID=
 cleanup() {
   if [[ -n $DET_PID ]]; then kill "$DET_PID" 2>/dev/null || true; fi
+  if [[ -n $RENDER_PID ]]; then kill -- "-$RENDER_PID" 2>/dev/null || kill "$RENDER_PID" 2>/dev/null || true; fi
   rm -f "/dev/shm/shmcast.$NAME"
 }
 trap cleanup EXIT
@@ -108,11 +117,72 @@ PY
   exec python3 scripts/score-detect.py "$OUT/truth.jsonl" "$OUT/events.jsonl" --verbose
 fi
 
+if [[ $MODE == static ]]; then
+  MINUTES=${STATIC_MINUTES:-60}
+  SEED=${SEED:-1}
+  FRAMES=$((MINUTES * 1800))
+  TS=${STATIC_TS:-}
+  if [[ -n $TS && -s $TS ]]; then
+    echo "eval-detect: static sky: replaying $TS"
+    SRC="filesrc location=$TS"
+  else
+    command -v ffmpeg >/dev/null || {
+      echo "eval-detect: error: ffmpeg is missing; run bash scripts/setup.sh" >&2
+      exit 1
+    }
+    echo "eval-detect: static sky: $MINUTES min ($FRAMES frames, 1280x720, seed $SEED), streamed -> $OUT${TS:+ (kept in $TS)}"
+    FIFO=$OUT/static.ts.fifo
+    rm -f "$FIFO"
+    mkfifo "$FIFO"
+    # Own process group, so that cleanup ends the whole render pipeline.
+    set -m
+    (
+      "$PY" scripts/static-sky.py --frames "$FRAMES" --width 1280 --height 720 --seed "$SEED" |
+        ffmpeg -nostdin -loglevel error -f rawvideo -pix_fmt gray -s 1280x720 -r 30 -i - \
+          -vf noise=alls=20:allf=t+u -c:v libx264 -preset veryfast -crf 28 -g 60 -keyint_min 60 \
+          -sc_threshold 0 -pix_fmt yuv420p -threads 1 -f mpegts - |
+        if [[ -n $TS ]]; then tee "$TS"; else cat; fi >"$FIFO"
+    ) &
+    RENDER_PID=$!
+    set +m
+    SRC="filesrc location=$FIFO"
+  fi
+  started=$(date +%s)
+  run_pair "$OUT/static.events.jsonl" "$OUT/static" --source "gst:$SRC ! tsdemux ! h264parse ! avdec_h264" \
+    --width 1280 --height 720 --format gray8 --fps 0 --slots 1024
+  if [[ -n $RENDER_PID ]]; then
+    wait "$RENDER_PID" || {
+      echo "eval-detect: error: rendering the static sky failed" >&2
+      exit 1
+    }
+    RENDER_PID=
+  fi
+  echo "eval-detect: static sky took $(($(date +%s) - started)) s"
+  exec "$PY" - "$OUT/static.events.jsonl" "$FRAMES" <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+s = lines[-1]
+assert s["type"] == "summary", s
+frames = int(sys.argv[2])
+hours = s["frames"] / 30 / 3600
+by = s["by_type"]
+print(f"static sky h264 crf28 gop60, uniform 10: {s['events']} false events in {hours:.3f} h "
+      f"({s['events'] / hours:.2f}/h); by type: " + ", ".join(f"{k} {v}" for k, v in by.items()))
+for e in lines[:-1]:
+    print(f"  false {e['type']}: frames {e['start_frame']}-{e['end_frame']} bbox {e['bbox']} peak {e['peak']}")
+print(json.dumps(dict(static=True, frames=s["frames"], lost=s["lost"], hours=hours, false=s["events"], by_type=by,
+                      false_per_hour=s["events"] / hours)))
+if s["lost"] != 0 or s["frames"] != frames:
+    sys.exit(f"eval-detect: the detector saw {s['frames']} of {frames} frames and lost {s['lost']}: the rate would be void")
+if s["events"] / hours > 1.0:
+    sys.exit("eval-detect: FAIL: more than 1 false event per hour")
+PY
+fi
+
 SEED=${SEED:-1}
 case $MODE in
   corpus) SET=full ;;
   ci) SET=ci ;;
-  static) SET=static ;;
   *)
     echo "eval-detect: error: unknown mode $MODE (expected corpus, ci, static or testsrc)" >&2
     exit 2
@@ -127,7 +197,7 @@ CORPUS=${CORPUS:-$OUT/corpus}
 if [[ ! -f $CORPUS/corpus.json ]]; then
   echo "eval-detect: rendering the $SET corpus (seed $SEED, ${WIDTH}x${HEIGHT}) into $CORPUS"
   "$PY" scripts/make-corpus.py "$CORPUS" --set "$SET" --seed "$SEED" --width "$WIDTH" --height "$HEIGHT" \
-    --static-clips "${STATIC_CLIPS:-3}" --static-frames "${STATIC_FRAMES:-18000}" --only "${ONLY:-}"
+    --static-clips "${STATIC_CLIPS:-3}" --only "${ONLY:-}"
 fi
 
 mapfile -t CLIPS < <("$PY" -c '

@@ -5,8 +5,9 @@
 
 mod detect_common;
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use detect_common::*;
 
@@ -14,11 +15,7 @@ const LONG: Duration = Duration::from_secs(120);
 
 fn detector(name: &str, args: &[&str]) -> Command {
     let mut c = Command::new(DETECT);
-    c.args(["--name", name, "--attach-timeout", "60"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    c.args(["--name", name, "--attach-timeout", "60"]).args(args);
     c
 }
 
@@ -52,15 +49,13 @@ fn eval_meets_quality_targets() {
 #[test]
 fn ball_pattern_gives_motion_following_the_ball() {
     let name = unique("ball");
-    let _seg = Segment(name.clone());
     let snaps = std::env::temp_dir().join(format!("shmcast-ball-snaps-{}", std::process::id()));
     let snaps_arg = snaps.display().to_string();
-    let det = Proc::spawn("shmcast-detect", &mut detector(&name, &["--exit-on-close", "--snapshots", &snaps_arg]));
+    let det = Proc::spawn("shmcast-detect", &mut detector(&name, &["--exit-on-close", "--snapshots", &snaps_arg]))
+        .segment(&name);
     let mut p = Command::new(producer_bin());
     p.args(["--name", &name, "--source", "gst:videotestsrc pattern=ball foreground-color=0xffff4000 num-buffers=240"])
-        .args(["--width", "320", "--height", "240", "--format", "i420", "--slots", "512", "--log-level", "warn"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .args(["--width", "320", "--height", "240", "--format", "i420", "--slots", "512", "--log-level", "warn"]);
     let prod = Proc::spawn("shmcast-producer", &mut p).output(LONG);
     assert!(prod.status.success(), "producer failed:\n{}", show(&prod));
     let out = det.output(LONG);
@@ -167,8 +162,7 @@ fn check_snapshot(path: &str, e: &serde_json::Value, width: u32, height: u32) {
 #[test]
 fn static_noisy_scene_gives_no_events() {
     let name = unique("static");
-    let _seg = Segment(name.clone());
-    let det = Proc::spawn("shmcast-detect", &mut detector(&name, &["--exit-on-close"]));
+    let det = Proc::spawn("shmcast-detect", &mut detector(&name, &["--exit-on-close"])).segment(&name);
     let args = ["--format", "nv12", "--fps", "0", "--noise", "4", "--frames", "900", "--slots", "1024", "--seed", "5"];
     let prod = Proc::spawn("shmcast-producer", &mut testsrc(&name, 1280, 720, &args)).output(LONG);
     assert!(prod.status.success(), "producer failed:\n{}", show(&prod));
@@ -186,17 +180,16 @@ fn static_noisy_scene_gives_no_events() {
 #[test]
 fn follows_producer_restart_and_exits_cleanly_on_sigterm() {
     let name = unique("restart");
-    let _seg = Segment(name.clone());
-    let mut det = Proc::spawn("shmcast-detect", &mut detector(&name, &[]));
+    let mut det = Proc::spawn("shmcast-detect", &mut detector(&name, &[])).segment(&name);
     // A deep ring: this test is about following restarts, not speed, so a
     // detector descheduled on a loaded machine must not be lapped.
     let args = ["--format", "gray8", "--fps", "200", "--frames", "200", "--slots", "256"];
     for run in 0..2 {
         let prod = Proc::spawn("shmcast-producer", &mut testsrc(&name, 640, 480, &args)).output(LONG);
         assert!(prod.status.success(), "producer run {run} failed:\n{}", show(&prod));
-        assert!(det.wait_timeout(Duration::from_millis(300)).is_none(), "detector exited after producer run {run}");
+        assert!(det.try_exit().is_none(), "detector exited after producer run {run}:\n{}", det.stderr());
     }
-    det.signal(15);
+    det.signal("TERM");
     let out = det.output(LONG);
     assert!(out.status.success(), "{}", show(&out));
     let lines = json_lines(&String::from_utf8_lossy(&out.stdout));
@@ -215,7 +208,7 @@ fn follows_producer_restart_and_exits_cleanly_on_sigterm() {
 fn missing_producer_times_out() {
     let name = unique("missing");
     let mut c = Command::new(DETECT);
-    c.args(["--name", &name, "--attach-timeout", "0.5"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.args(["--name", &name, "--attach-timeout", "0.5"]);
     let out = Proc::spawn("shmcast-detect", &mut c).output(LONG);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -241,8 +234,7 @@ fn bad_arguments_are_refused() {
 #[test]
 fn overload_counts_lost_frames_and_keeps_running() {
     let name = unique("overload");
-    let _seg = Segment(name.clone());
-    let det = Proc::spawn("shmcast-detect", &mut detector(&name, &["--exit-on-close"]));
+    let det = Proc::spawn("shmcast-detect", &mut detector(&name, &["--exit-on-close"])).segment(&name);
     let args = ["--format", "rgb24", "--fps", "0", "--noise", "4", "--frames", "1500", "--slots", "2"];
     let prod = Proc::spawn("shmcast-producer", &mut testsrc(&name, 1280, 720, &args)).output(LONG);
     assert!(prod.status.success(), "producer failed:\n{}", show(&prod));
@@ -264,7 +256,6 @@ fn overload_counts_lost_frames_and_keeps_running() {
 #[test]
 fn mask_file_drawn_by_ffmpeg_hides_its_region() {
     let name = unique("maskfile");
-    let _seg = Segment(name.clone());
     let dir = std::env::temp_dir().join(format!("shmcast-maskfile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mask = dir.join("mask.png");
@@ -277,7 +268,8 @@ fn mask_file_drawn_by_ffmpeg_hides_its_region() {
         .expect("run ffmpeg (installed by scripts/setup.sh)");
     assert!(ff.status.success(), "ffmpeg failed:\n{}", show(&ff));
     let mask_arg = mask.display().to_string();
-    let det = Proc::spawn("shmcast-detect", &mut detector(&name, &["--exit-on-close", "--mask-file", &mask_arg]));
+    let det = Proc::spawn("shmcast-detect", &mut detector(&name, &["--exit-on-close", "--mask-file", &mask_arg]))
+        .segment(&name);
     let truth_arg = truth.display().to_string();
     let args = ["--format", "gray8", "--fps", "0", "--noise", "4", "--frames", "1500", "--slots", "2048"];
     let args2 = ["--events", "20", "--seed", "3", "--truth", &truth_arg];
@@ -319,4 +311,76 @@ fn mask_file_drawn_by_ffmpeg_hides_its_region() {
         })
         .count();
     assert!(10 * found >= 9 * right.len(), "found {found} of {} events in the analysed half", right.len());
+}
+
+/// Under a burst of events with snapshots (the test pattern with 200 events
+/// per 1000 frames, 960x540 colour frames whose PNGs take longer to write
+/// than the detector takes per frame, fed as fast as it reads them), every event line that names a
+/// snapshot is read only when that file is already complete; an event
+/// without a snapshot says why (`snapshot_error`), and every PNG written is
+/// named by an event.
+#[test]
+fn events_are_emitted_after_their_snapshots_are_written() {
+    let name = unique("snapburst");
+    let snaps = std::env::temp_dir().join(format!("shmcast-snapburst-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&snaps);
+    let snaps_arg = snaps.display().to_string();
+    let mut det = Proc::spawn("shmcast-detect", &mut detector(&name, &["--exit-on-close", "--snapshots", &snaps_arg]))
+        .segment(&name);
+    // A ring holding every frame (1.6 GB of /dev/shm): the detector sees all of them.
+    let args = ["--format", "nv12", "--fps", "0", "--noise", "4", "--events", "200", "--frames", "2000"];
+    let mut prod = Proc::spawn(
+        "shmcast-producer",
+        &mut testsrc(&name, 960, 540, &[&args[..], &["--slots", "2048", "--seed", "8"]].concat()),
+    );
+    // Read the event lines as they appear (as a consumer of the stream
+    // would), checking each one's snapshot at once.
+    let deadline = Instant::now() + LONG;
+    let (mut read, mut named, mut without) = (0, Vec::new(), 0);
+    let mut summary = None;
+    loop {
+        let exited = det.try_exit().is_some();
+        let text = det.stdout();
+        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        for line in complete.lines().skip(read) {
+            read += 1;
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            if v["type"] == "summary" {
+                summary = Some(v);
+                continue;
+            }
+            match v["snapshot"].as_str() {
+                Some(p) => {
+                    assert!(Path::new(p).is_file(), "event line readable before its snapshot {p} exists: {line}");
+                    named.push(p.to_string());
+                }
+                None => {
+                    assert!(v["snapshot_error"].is_string(), "no snapshot and no snapshot_error: {line}");
+                    without += 1;
+                }
+            }
+        }
+        if exited {
+            break;
+        }
+        assert!(Instant::now() < deadline, "detector still running after {LONG:?}:\n{}", det.stderr());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let p = prod.wait_exit(LONG);
+    assert!(p.success(), "producer failed:\n{}", prod.stderr());
+    let out = det.output(LONG);
+    assert!(out.status.success(), "{}", show(&out));
+    let summary = summary.expect("summary line");
+    assert_eq!((summary["frames"].as_u64(), summary["lost"].as_u64()), (Some(2000), Some(0)), "{summary}");
+    assert!(named.len() >= 15, "only {} events with a snapshot: {summary}", named.len());
+    assert_eq!((named.len() + without) as u64, summary["events"].as_u64().unwrap(), "{summary}");
+    assert_eq!(without as u64, summary["snapshots_dropped"].as_u64().unwrap(), "{summary}");
+    // Every PNG in the directory is named by an event, and complete.
+    let pngs: Vec<_> = std::fs::read_dir(&snaps).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(pngs.len(), named.len(), "{pngs:?}");
+    for p in &named {
+        let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(p).unwrap())).read_info();
+        assert!(dec.is_ok_and(|d| (d.info().width, d.info().height) == (960, 540)), "{p} is not a complete PNG");
+    }
+    let _ = std::fs::remove_dir_all(&snaps);
 }

@@ -44,6 +44,10 @@ pub struct EventRecord {
     /// case the brightest frame that could be kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_frame: Option<u64>,
+    /// Why the event has no snapshot although snapshots are written (the
+    /// writer was busy, or the PNG could not be written).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_error: Option<String>,
     /// The peak frame's full-resolution luma, for the snapshot.
     #[serde(skip)]
     pub image: Option<PeakImage>,
@@ -72,6 +76,7 @@ impl EventRecord {
                 .collect(),
             snapshot: None,
             snapshot_frame: None,
+            snapshot_error: None,
             image,
         }
     }
@@ -143,6 +148,8 @@ pub struct Summary {
     pub mqtt_dropped: u64,
     /// Snapshots not written because the writer's queue was full.
     pub snapshots_dropped: u64,
+    /// Snapshots that could not be written (disk full, directory gone, ...).
+    pub snapshots_failed: u64,
 }
 
 /// Unix ns as `YYYY-MM-DDTHH:MM:SS.mmmZ`.

@@ -16,7 +16,7 @@ use shmcast_common::metrics::{self, Counter, Histogram};
 
 use super::cli::{EventsTo, Settings};
 use super::mqtt::{MqttStats, Publisher};
-use super::sink::EventSink;
+use super::sink::{EventSink, Output};
 use super::{Config, Detector, EventRecord, Kind, Summary};
 
 /// The detector's own metrics (the reader's are [`ReaderMetrics`]):
@@ -107,7 +107,7 @@ pub fn run(s: Settings, stop: &AtomicBool) -> anyhow::Result<()> {
     if let Some(dir) = &s.snapshots {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create snapshot directory {}", dir.display()))?;
     }
-    let out: Box<dyn Write> = match &s.events {
+    let out: Output = match &s.events {
         EventsTo::Stdout => Box::new(std::io::stdout()),
         EventsTo::File(path) => {
             let f = File::options()
@@ -281,7 +281,9 @@ pub fn run(s: Settings, stop: &AtomicBool) -> anyhow::Result<()> {
     for ev in events.drain(..) {
         sink.emit(ev)?;
     }
-    if let Some(p) = sink.finish_snapshots() {
+    // Every queued event emitted (its snapshot written first).
+    let (mut out, mqtt) = sink.finish()?;
+    if let Some(p) = mqtt {
         p.close(Duration::from_secs(2));
     }
     m.record(&sink);
@@ -297,8 +299,10 @@ pub fn run(s: Settings, stop: &AtomicBool) -> anyhow::Result<()> {
         attaches,
         mqtt_dropped: mqtt_stats.dropped.load(Ordering::Relaxed),
         snapshots_dropped: sink.snapshots_dropped(),
+        snapshots_failed: sink.snapshots_failed(),
     };
-    sink.write_line(&serde_json::to_string(&summary)?)?;
+    writeln!(out, "{}", serde_json::to_string(&summary)?).context("cannot write events")?;
+    out.flush().context("cannot write events")?;
     tracing::info!(frames = st.frames, lost = st.lost, overruns = st.overruns, events = sink.count(), "done");
     Ok(())
 }

@@ -7,18 +7,14 @@
 //! track's magenta; in gray both are white on a dark scene, black on a bright
 //! one. A rectangle that would leave the frame is pulled in to its edge.
 //!
-//! PNGs are written by a [`SnapshotWriter`] thread, never on the frame
-//! thread: the detector hands over the raw peak frame it copied, and the
-//! writer converts, draws and encodes it.
+//! PNGs are written by the event emitter thread (`sink`), never on the
+//! frame thread: the detector hands over the raw peak frame it copied, and
+//! the emitter converts, draws and encodes it, then emits the event.
 #![forbid(unsafe_code)]
 
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::thread::JoinHandle;
 
 use anyhow::Context as _;
 use shm_proto::PixelFormat;
@@ -174,87 +170,6 @@ pub fn write_png(path: &Path, img: &PeakImage, peak_bbox: [u32; 4], bbox: [u32; 
         .with_context(|| format!("cannot write snapshot {}", path.display()))
 }
 
-/// One PNG to write.
-pub struct SnapshotJob {
-    /// Where the PNG goes.
-    pub path: PathBuf,
-    /// The raw peak frame.
-    pub image: PeakImage,
-    /// The object's box on that frame.
-    pub peak_bbox: [u32; 4],
-    /// The track's box.
-    pub bbox: [u32; 4],
-}
-
-/// Writes snapshot PNGs on its own thread from a bounded queue: the frame
-/// thread only hands a job over ([`SnapshotWriter::submit`] never blocks);
-/// when the queue is full the snapshot is dropped and counted.
-pub struct SnapshotWriter {
-    tx: Option<SyncSender<SnapshotJob>>,
-    handle: Option<JoinHandle<()>>,
-    /// Snapshots dropped because the queue was full.
-    pub dropped: Arc<AtomicU64>,
-    /// Snapshots written.
-    pub written: Arc<AtomicU64>,
-}
-
-impl SnapshotWriter {
-    /// Starts the writer thread with a queue of `queue` jobs (≥ 1).
-    pub fn start(queue: usize) -> anyhow::Result<SnapshotWriter> {
-        let (tx, rx) = sync_channel::<SnapshotJob>(queue.max(1));
-        let written = Arc::new(AtomicU64::new(0));
-        let w = Arc::clone(&written);
-        let handle = std::thread::Builder::new()
-            .name("snapshots".into())
-            .spawn(move || writer_loop(&rx, &w))
-            .context("cannot start the snapshot writer thread")?;
-        Ok(SnapshotWriter { tx: Some(tx), handle: Some(handle), dropped: Arc::default(), written })
-    }
-
-    /// Queues a PNG; false (and counted in `dropped`) when the queue is full.
-    pub fn submit(&self, job: SnapshotJob) -> bool {
-        let Some(tx) = &self.tx else { return false };
-        match tx.try_send(job) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                // Relaxed: a statistics counter, read only for reporting.
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                false
-            }
-        }
-    }
-
-    /// Writes what is queued and stops the thread.
-    pub fn close(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.tx.take();
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for SnapshotWriter {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-fn writer_loop(rx: &Receiver<SnapshotJob>, written: &AtomicU64) {
-    while let Ok(job) = rx.recv() {
-        match write_png(&job.path, &job.image, job.peak_bbox, job.bbox) {
-            // Relaxed: a statistics counter.
-            Ok(()) => {
-                written.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => tracing::warn!("{e:#}"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,41 +249,5 @@ mod tests {
                 assert!(px[0] >= 250 && px[1] <= 5 && px[2] <= 5, "{pixel}: {px:?}");
             }
         }
-    }
-
-    #[test]
-    fn writer_writes_off_thread_and_drops_when_full() {
-        let dir = std::env::temp_dir().join(format!("shmcast-snapwriter-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = VideoFormat::new(64, 48, PixelFormat::Nv12, 30, 1).unwrap();
-        let job = |i: usize| SnapshotJob {
-            path: dir.join(format!("s{i}.png")),
-            image: PeakImage {
-                width: 64,
-                height: 48,
-                frame: Some(1),
-                format: f,
-                data: vec![128; f.frame_size as usize],
-            },
-            peak_bbox: [10, 10, 5, 5],
-            bbox: [5, 5, 30, 20],
-        };
-        let w = SnapshotWriter::start(1).unwrap();
-        let mut accepted = 0;
-        for i in 0..50 {
-            accepted += usize::from(w.submit(job(i)));
-        }
-        let (dropped, written) = (Arc::clone(&w.dropped), Arc::clone(&w.written));
-        w.close();
-        assert_eq!(dropped.load(Ordering::Relaxed) as usize, 50 - accepted);
-        assert_eq!(written.load(Ordering::Relaxed) as usize, accepted);
-        let pngs = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "png"))
-            .count();
-        assert_eq!(pngs, accepted);
-        let dec = png::Decoder::new(File::open(dir.join("s0.png")).unwrap()).read_info().unwrap();
-        assert_eq!((dec.info().width, dec.info().height, dec.info().color_type), (64, 48, png::ColorType::Rgb));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -35,8 +35,10 @@ pub struct TrackParams {
     pub meteor_max_frames: u64,
     /// Slowest meteor, px/frame.
     pub meteor_min_speed: f32,
-    /// Fewest frames with a detection for a meteor: one- and two-frame
-    /// coincidences of noise are never meteors.
+    /// Fewest frames with a detection for a meteor, counting only
+    /// detections next to another in time (on the frame before or after):
+    /// one- and two-frame coincidences of noise, and isolated blobs chained
+    /// across gaps, are never meteors.
     pub meteor_min_hits: u64,
     /// Least evidence of a meteor: the sum over its detections of their
     /// integrated difference in units of `σ × gain` per cell (see
@@ -309,6 +311,9 @@ pub struct Tracker {
     /// Tracks started on the current frame from marginal detections (see
     /// [`Detection::marginal`]) that nobody claimed.
     pub started: usize,
+    /// Meteors whose track ended but that another track still being
+    /// followed may turn out to continue (see [`Tracker::join`]).
+    pending: Vec<Finished>,
 }
 
 impl Tracker {
@@ -324,6 +329,7 @@ impl Tracker {
             refresh: Vec::with_capacity(snapshot_slots),
             acquired: Vec::with_capacity(snapshot_slots),
             started: 0,
+            pending: Vec::with_capacity(8),
         }
     }
 
@@ -494,6 +500,26 @@ impl Tracker {
                 i += 1;
             }
         }
+        self.release_pending(false, out);
+    }
+
+    /// Moves the held-back meteors that no active track can join any more
+    /// (every track alive when they ended has ended too, or is too long to
+    /// be a meteor) — or all of them with `all` — to `out`.
+    fn release_pending(&mut self, all: bool, out: &mut Vec<Finished>) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let m = &self.pending[i];
+            let joinable = |t: &Track| {
+                t.first_frame <= m.end_frame + self.p.max_miss + 1
+                    && t.last_frame - t.first_frame < self.p.meteor_max_frames + 10
+            };
+            if all || !self.active.iter().any(joinable) {
+                out.push(self.pending.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// Whether `t` is an established point-like track that moves slowly and
@@ -566,6 +592,7 @@ impl Tracker {
         while let Some(t) = self.active.pop() {
             self.finish(t, out);
         }
+        self.release_pending(true, out);
     }
 
     fn finish(&mut self, mut t: Track, out: &mut Vec<Finished>) {
@@ -577,21 +604,24 @@ impl Tracker {
             (kind, speed)
         });
         match class {
-            Some((kind, speed)) => out.push(Finished {
-                kind,
-                start_frame: t.first_frame,
-                end_frame: t.last_frame,
-                start_capture_ns: t.first_capture_ns,
-                end_capture_ns: t.last_capture_ns,
-                bbox: t.bbox,
-                peak: t.peak,
-                peak_frame: t.peak_frame,
-                peak_bbox: t.peak_bbox,
-                speed,
-                points: t.points.clone(),
-                // The caller releases the slot after writing the snapshot.
-                snapshot: t.snapshot.take(),
-            }),
+            Some((kind, speed)) => self.emit(
+                Finished {
+                    kind,
+                    start_frame: t.first_frame,
+                    end_frame: t.last_frame,
+                    start_capture_ns: t.first_capture_ns,
+                    end_capture_ns: t.last_capture_ns,
+                    bbox: t.bbox,
+                    peak: t.peak,
+                    peak_frame: t.peak_frame,
+                    peak_bbox: t.peak_bbox,
+                    speed,
+                    points: t.points.clone(),
+                    // The caller releases the slot after writing the snapshot.
+                    snapshot: t.snapshot.take(),
+                },
+                out,
+            ),
             None => {
                 if t.hits >= 3 {
                     tracing::debug!(
@@ -607,20 +637,149 @@ impl Tracker {
         self.pool.push(t);
     }
 
+    /// Hands a classified track on: other kinds go to `out` at once; a
+    /// meteor joins a held-back meteor it continues (see [`Tracker::join`])
+    /// or is held back itself until no active track can continue it.
+    fn emit(&mut self, f: Finished, out: &mut Vec<Finished>) {
+        if f.kind != Kind::Meteor {
+            out.push(f);
+            return;
+        }
+        let mut f = f;
+        // Each join removes a held-back meteor: at most `pending.len()` rounds.
+        while let Some((i, joined)) = self.pending.iter().enumerate().find_map(|(i, m)| Some((i, self.join(m, &f)?))) {
+            let m = self.pending.swap_remove(i);
+            // The joined event keeps the snapshot of the brighter piece.
+            for s in [m.snapshot, f.snapshot] {
+                if let Some(s) = s
+                    && joined.snapshot != Some(s)
+                {
+                    self.free_slots.push(s);
+                }
+            }
+            tracing::debug!(
+                a = ?(m.start_frame, m.end_frame), b = ?(f.start_frame, f.end_frame),
+                "two meteor tracks joined into one meteor"
+            );
+            f = joined;
+        }
+        self.pending.push(f);
+    }
+
+    /// Two meteor events are one meteor when they are near in time (they
+    /// overlap, or the gap between them is one the tracker itself bridges:
+    /// `max_miss` frames) and their points taken together pass the meteor
+    /// test on their own — one straight line, every step forward at a
+    /// consistent speed, smeared, dense. A faint streak that breaks into
+    /// pieces whose centroids jump around (compression, noise) can be
+    /// followed by two tracks at once, each a meteor; together they are the
+    /// one meteor that was seen. Points of the same frame are combined into
+    /// one (brightness-weighted centroid, union of boxes), faint ends are
+    /// trimmed as [`Tracker::trim`] does, and the rest must pass whole,
+    /// without the cut of stalled or backward ends.
+    fn join(&self, a: &Finished, b: &Finished) -> Option<Finished> {
+        let gap = self.p.max_miss + 1;
+        if a.kind != Kind::Meteor
+            || b.kind != Kind::Meteor
+            || b.start_frame > a.end_frame + gap
+            || a.start_frame > b.end_frame + gap
+        {
+            return None;
+        }
+        let mut pts: Vec<TrackPoint> = Vec::with_capacity(a.points.len() + b.points.len());
+        let (mut i, mut j) = (0, 0);
+        while i < a.points.len() || j < b.points.len() {
+            let q = match (a.points.get(i), b.points.get(j)) {
+                (Some(p), Some(q)) if p.frame == q.frame => {
+                    i += 1;
+                    j += 1;
+                    let s = p.sum + q.sum;
+                    let w = if s > 0.0 { p.sum / s } else { 0.5 };
+                    TrackPoint {
+                        x: w * p.x + (1.0 - w) * q.x,
+                        y: w * p.y + (1.0 - w) * q.y,
+                        sum: s,
+                        bbox: union(p.bbox, q.bbox),
+                        evidence: p.evidence + q.evidence,
+                        ..*p
+                    }
+                }
+                (Some(p), Some(q)) if p.frame < q.frame => {
+                    i += 1;
+                    *p
+                }
+                (Some(p), None) => {
+                    i += 1;
+                    *p
+                }
+                (_, Some(q)) => {
+                    j += 1;
+                    *q
+                }
+                (None, None) => break,
+            };
+            pts.push(q);
+        }
+        // Faint ends dropped as for any track (a noise blob the gate let
+        // join a piece — which is how a streak ends up in two tracks: a
+        // track started on a faint blob beside the streak takes the streak's
+        // first detection, gets a wrong velocity from the pair and follows
+        // the next blob it predicts, while the rest of the streak starts a
+        // track of its own). Then all of it: a union the meteor test would
+        // have to cut (an end that stalls or turns back) is not one streak.
+        let (first, last) = Self::unfaint(&pts);
+        pts.truncate(last + 1);
+        pts.drain(..first);
+        // Both pieces must remain (a piece that was only faint ends is not
+        // joined, it stays an event of its own).
+        let (f0, f1) = (pts.first()?.frame, pts.last()?.frame);
+        if [a, b].iter().any(|e| e.end_frame < f0 || e.start_frame > f1) {
+            return None;
+        }
+        let (kind, speed, None) = self.meteor_points(&pts)? else { return None };
+        let (p0, p1) = (pts[0], pts[pts.len() - 1]);
+        let bright = |f: &Finished| f.points.iter().map(|q| q.sum).fold(0.0f32, f32::max);
+        let top = if bright(a) >= bright(b) { a } else { b };
+        Some(Finished {
+            kind,
+            start_frame: p0.frame,
+            end_frame: p1.frame,
+            start_capture_ns: p0.capture_ns,
+            end_capture_ns: p1.capture_ns,
+            bbox: pts.iter().skip(1).fold(p0.bbox, |acc, q| union(acc, q.bbox)),
+            peak: a.peak.max(b.peak),
+            peak_frame: top.peak_frame,
+            peak_bbox: top.peak_bbox,
+            speed,
+            points: pts,
+            snapshot: top.snapshot,
+        })
+    }
+
     /// Drops faint detections at either end of a track (noise that the
     /// gate let join just before or after the object: under 15 % of the
     /// track's median brightness), and shrinks the track's span and box to
     /// what remains. Only for tracks whose points are all stored.
     fn trim(t: &mut Track) {
-        if t.thin != 1 || t.points.len() < 4 {
+        if t.thin != 1 {
             return;
         }
-        let mut sums: Vec<f32> = t.points.iter().map(|p| p.sum).collect();
+        let (first, last) = Self::unfaint(&t.points);
+        Self::cut(t, first, last);
+    }
+
+    /// The range of `pts` without the faint points at either end (see
+    /// [`Tracker::trim`]); all of them when fewer than 4.
+    fn unfaint(pts: &[TrackPoint]) -> (usize, usize) {
+        if pts.len() < 4 {
+            return (0, pts.len().saturating_sub(1));
+        }
+        let mut sums: Vec<f32> = pts.iter().map(|p| p.sum).collect();
         sums.sort_unstable_by(f32::total_cmp);
         let faint = 0.15 * sums[sums.len() / 2];
-        let first = t.points.iter().position(|p| p.sum >= faint).unwrap_or(0);
-        let last = t.points.iter().rposition(|p| p.sum >= faint).unwrap_or(t.points.len() - 1);
-        Self::cut(t, first, last);
+        let first = pts.iter().position(|p| p.sum >= faint).unwrap_or(0);
+        let last = pts.iter().rposition(|p| p.sum >= faint).unwrap_or(pts.len() - 1);
+        (first, last)
     }
 
     /// Keeps points `first..=last` of a track whose points are all stored and
@@ -718,9 +877,16 @@ impl Tracker {
     /// I-frame refreshes the blocks: a track whose steps are mostly stalls is
     /// never a meteor (each step must advance at least 0.3 × the speed).
     fn meteor(&self, t: &Track) -> Option<Class> {
+        if t.thin != 1 {
+            return None;
+        }
+        self.meteor_points(&t.points)
+    }
+
+    /// [`Tracker::meteor`] on a track's points (every one of them, in frame order).
+    fn meteor_points(&self, all: &[TrackPoint]) -> Option<Class> {
         let p = &self.p;
-        let all = &t.points[..];
-        if t.thin != 1 || all.len() < 3 || t.last_frame - t.first_frame + 1 > p.meteor_max_frames + 10 {
+        if all.len() < 3 || all[all.len() - 1].frame - all[0].frame + 1 > p.meteor_max_frames + 10 {
             return None;
         }
         let step =
@@ -747,6 +913,20 @@ impl Tracker {
         let (a, b) = (pts[0], pts[pts.len() - 1]);
         let span = b.frame - a.frame + 1;
         if span > p.meteor_max_frames || n < p.meteor_min_hits {
+            return None;
+        }
+        // Detections in runs: only a detection with another one on the frame
+        // before or after counts towards the fewest hits. A meteor is seen on
+        // consecutive frames; isolated blobs that a track's wide first gate
+        // chained across gaps (the large, faint blobs of an I-frame that
+        // refreshes a GOP's compression noise) are not.
+        let in_runs = (0..pts.len())
+            .filter(|&i| {
+                (i > 0 && pts[i - 1].frame + 1 == pts[i].frame)
+                    || (i + 1 < pts.len() && pts[i].frame + 1 == pts[i + 1].frame)
+            })
+            .count() as u64;
+        if in_runs < p.meteor_min_hits {
             return None;
         }
         let fit = LineFit::new(pts);
@@ -984,6 +1164,17 @@ mod tests {
     }
 
     #[test]
+    fn isolated_blobs_chained_across_gaps_are_not_meteors() {
+        // As measured on a static H.264 sky (CRF 28, GOP 60) at the first
+        // I-frame after the detector learned: large faint blobs on frames
+        // 60, 61 and 64 along a line, each long enough to look smeared.
+        let mut t = Tracker::new(TrackParams::default(), 0);
+        let blobs = [(60, 1001.0, 3.0), (61, 1045.0, 57.0), (64, 1191.0, 180.0)];
+        let out = run(&mut t, blobs.into_iter().map(|(f, x, y)| (f, vec![det(x, y, 80)])));
+        assert!(out.iter().all(|e| e.kind != Kind::Meteor), "{out:?}");
+    }
+
+    #[test]
     fn compression_blobs_stalling_then_jumping_are_not_meteors() {
         // A block that holds still through a run of P-frames and jumps on
         // the I-frame, twice: the old per-step tolerance took it for a slow meteor.
@@ -1019,5 +1210,141 @@ mod tests {
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(out[0].kind, Kind::Meteor);
         assert_eq!((out[0].start_frame, out[0].end_frame), (10, 19));
+    }
+
+    fn meteor_piece(frames: std::ops::RangeInclusive<u64>, x0: f32, y0: f32, vx: f32, vy: f32) -> Finished {
+        let points: Vec<TrackPoint> = frames
+            .clone()
+            .map(|f| {
+                let k = (f - 100) as f32;
+                let (x, y) = (x0 + vx * k, y0 + vy * k);
+                let len = vx.hypot(vy) as u32;
+                TrackPoint {
+                    frame: f,
+                    x,
+                    y,
+                    sum: 400.0,
+                    bbox: [x as u32 - len / 2, y as u32 - 4, len, 8],
+                    capture_ns: f,
+                    evidence: 200.0,
+                }
+            })
+            .collect();
+        let bbox = points.iter().skip(1).fold(points[0].bbox, |a, q| union(a, q.bbox));
+        Finished {
+            kind: Kind::Meteor,
+            start_frame: *frames.start(),
+            end_frame: *frames.end(),
+            start_capture_ns: *frames.start(),
+            end_capture_ns: *frames.end(),
+            bbox,
+            peak: 40.0,
+            peak_frame: *frames.start(),
+            peak_bbox: points[0].bbox,
+            speed: vx.hypot(vy),
+            points,
+            snapshot: None,
+        }
+    }
+
+    #[test]
+    fn two_pieces_of_one_streak_are_one_meteor() {
+        // A faint 7-frame meteor at 31 px/frame followed by two tracks that
+        // share a frame: frames 100–102 and 102–106.
+        let mut t = Tracker::new(TrackParams::default(), 0);
+        let mut out = Vec::new();
+        t.emit(meteor_piece(100..=102, 200.0, 300.0, 30.0, 8.0), &mut out);
+        t.emit(meteor_piece(102..=106, 200.0, 300.0, 30.0, 8.0), &mut out);
+        t.flush(&mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].kind, Kind::Meteor);
+        assert_eq!((out[0].start_frame, out[0].end_frame), (100, 106));
+        assert_eq!(out[0].points.len(), 7);
+        // As measured on a faint H.264 streak (-25 px/frame): a track began
+        // on a faint blob beside the streak (frame 545), took the streak's
+        // first detection (546), and followed the next faint blob it
+        // predicted (547, going the wrong way); the rest of the streak
+        // (547-549) became a second track. One meteor, 546-549.
+        let pt = |frame: u64, x: f32, sum: f32| TrackPoint {
+            frame,
+            x,
+            y: 140.0 + 0.3 * (x - 925.0),
+            sum,
+            bbox: [x as u32 - 12, 134, 24, 12],
+            capture_ns: frame,
+            evidence: sum / 5.0,
+        };
+        let piece = |points: Vec<TrackPoint>| {
+            let (a, b) = (points[0], points[points.len() - 1]);
+            Finished {
+                kind: Kind::Meteor,
+                start_frame: a.frame,
+                end_frame: b.frame,
+                start_capture_ns: a.frame,
+                end_capture_ns: b.frame,
+                bbox: points.iter().skip(1).fold(a.bbox, |acc, q| union(acc, q.bbox)),
+                peak: 24.0,
+                peak_frame: a.frame,
+                peak_bbox: a.bbox,
+                speed: 20.0,
+                points,
+                snapshot: None,
+            }
+        };
+        let mut t = Tracker::new(TrackParams::default(), 0);
+        let mut out = Vec::new();
+        t.emit(piece(vec![pt(545, 942.0, 144.0), pt(546, 953.0, 1773.0), pt(547, 967.0, 156.0)]), &mut out);
+        t.emit(piece(vec![pt(547, 925.0, 1516.0), pt(548, 900.0, 1472.0), pt(549, 880.0, 1598.0)]), &mut out);
+        t.flush(&mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!((out[0].start_frame, out[0].end_frame), (546, 549));
+        // After a gap the tracker itself would bridge (3 frames missed): one meteor.
+        let mut t = Tracker::new(TrackParams::default(), 0);
+        let mut out = Vec::new();
+        t.emit(meteor_piece(100..=103, 200.0, 300.0, 30.0, 8.0), &mut out);
+        t.emit(meteor_piece(107..=110, 200.0, 300.0, 30.0, 8.0), &mut out);
+        t.flush(&mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+    }
+
+    #[test]
+    fn meteors_that_are_not_one_streak_stay_apart() {
+        let pairs = [
+            // Same time, crossing at right angles.
+            (meteor_piece(100..=104, 200.0, 300.0, 30.0, 0.0), meteor_piece(101..=105, 260.0, 200.0, 0.0, 30.0)),
+            // Same line, but the second one goes back the way the first came.
+            (meteor_piece(100..=104, 200.0, 300.0, 30.0, 0.0), meteor_piece(105..=109, 450.0, 300.0, -30.0, 0.0)),
+            // Same line and direction, but much slower.
+            (meteor_piece(100..=104, 200.0, 300.0, 30.0, 0.0), meteor_piece(105..=109, 350.0, 300.0, 8.0, 0.0)),
+            // On one line, but 5 frames apart: two meteors.
+            (meteor_piece(100..=103, 200.0, 300.0, 30.0, 0.0), meteor_piece(109..=112, 200.0, 300.0, 30.0, 0.0)),
+        ];
+        for (a, b) in pairs {
+            let mut t = Tracker::new(TrackParams::default(), 0);
+            let mut out = Vec::new();
+            t.emit(a, &mut out);
+            t.emit(b, &mut out);
+            t.flush(&mut out);
+            assert_eq!(out.len(), 2, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn a_meteor_is_held_back_only_while_a_track_could_continue_it() {
+        // A meteor, then nothing: reported a few frames after it ended, not at the end of the stream.
+        let mut t = Tracker::new(TrackParams::default(), 0);
+        let mut out = Vec::new();
+        for f in 100..108u64 {
+            t.update(f, f, &[det(100.0 + 30.0 * (f - 100) as f32, 200.0, 30)], &mut out);
+        }
+        let mut reported = None;
+        for f in 108..130u64 {
+            t.update(f, f, &[], &mut out);
+            if !out.is_empty() && reported.is_none() {
+                reported = Some(f);
+            }
+        }
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(reported.unwrap() <= 112, "{reported:?}");
     }
 }
