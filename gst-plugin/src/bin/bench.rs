@@ -390,6 +390,21 @@ fn receiver(transport: Transport, width: u32, height: u32, channel: &str, secs: 
     Ok(())
 }
 
+/// Removes the shared areas a killed `shmsink` process left: GStreamer
+/// names them `shmpipe.<pid>.<n>` (numbers padded with spaces) and unlinks
+/// them only on a clean stop.
+fn remove_shm_areas(pid: u32) {
+    let dir = shm_proto::segment::default_dir();
+    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("shmpipe.")) else { continue };
+        if rest.split('.').next().is_some_and(|p| p.trim().parse::<u32>() == Ok(pid)) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// A child process of this binary, killed on drop.
 struct Proc(Child);
 
@@ -594,11 +609,15 @@ fn measure(cli: &Cli, transport: Transport, (w, h): (u32, u32), receivers: usize
         let _ = Command::new("kill").args(["-CONT", &r.0.id().to_string()]).status();
     }
     drop(recvs);
+    let sender_pid = sender.0.id();
     drop(sender);
-    // The sender was killed: remove what it left (its socket, or its segment).
+    // The sender was killed: remove what it left (its socket, and its segment
+    // or shmsink's areas).
     let _ = std::fs::remove_file(&channel);
     if matches!(transport, Transport::Shmcast | Transport::ShmcastLatest) {
         let _ = std::fs::remove_file(shm_proto::segment::default_dir().join(format!("shmcast.{channel}")));
+    } else {
+        remove_shm_areas(sender_pid);
     }
     Ok(Row {
         size: format!("{w}x{h}"),
