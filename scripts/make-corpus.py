@@ -42,6 +42,32 @@ LEARN = 105
 TRUTH_LEVEL = 8.0
 
 
+def star_field(rng, w, h, n):
+    """Draws `n` stars (Gaussian spots, amplitude log-uniform 15..180, sigma
+    0.6..1.2 px, 7x7 patches). Returns the patches `[(x0, y0, spr)]` and the
+    same flattened, so that a frame's twinkle is one vectorised step: pixel
+    indices, values and the star each belongs to (patches may overlap)."""
+    stars = []
+    for _ in range(n):
+        x, y = rng.uniform(4, w - 5), rng.uniform(4, h - 5)
+        amp = math.exp(rng.uniform(math.log(15), math.log(180)))
+        sig = rng.uniform(0.6, 1.2)
+        x0, y0 = int(x) - 3, int(y) - 3
+        gx = np.arange(x0, x0 + 7, dtype=np.float32) - x
+        gy = np.arange(y0, y0 + 7, dtype=np.float32) - y
+        spr = amp * np.exp(-(gy[:, None] ** 2 + gx[None, :] ** 2) / (2 * sig * sig))
+        stars.append((x0, y0, spr.astype(np.float32)))
+    idx, vals, sid = [], [], []
+    for i, (x0, y0, spr) in enumerate(stars):
+        ys, xs = np.mgrid[y0:y0 + 7, x0:x0 + 7]
+        idx.append((ys * w + xs).ravel())
+        vals.append(spr.ravel())
+        sid.append(np.full(49, i))
+    if not stars:
+        return stars, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+    return stars, np.concatenate(idx), np.concatenate(vals), np.concatenate(sid)
+
+
 class Scene:
     def __init__(self, rng, w, h, spec):
         self.rng, self.w, self.h, self.spec = rng, w, h, spec
@@ -52,26 +78,7 @@ class Scene:
         self.grad = np.broadcast_to(yy, (h, w)).astype(np.float32)
         # Stars: Gaussian spots, amplitude log-uniform 15..180.
         n_stars = int(spec.get("stars", 200) * w * h / (1280 * 720))
-        self.stars = []
-        for _ in range(n_stars):
-            x, y = rng.uniform(4, w - 5), rng.uniform(4, h - 5)
-            amp = math.exp(rng.uniform(math.log(15), math.log(180)))
-            sig = rng.uniform(0.6, 1.2)
-            x0, y0 = int(x) - 3, int(y) - 3
-            gx = np.arange(x0, x0 + 7, dtype=np.float32) - x
-            gy = np.arange(y0, y0 + 7, dtype=np.float32) - y
-            spr = amp * np.exp(-(gy[:, None] ** 2 + gx[None, :] ** 2) / (2 * sig * sig))
-            self.stars.append((x0, y0, spr.astype(np.float32)))
-        # Flattened star pixels, so a frame's twinkle is one vectorised step.
-        idx, vals, sid = [], [], []
-        for i, (x0, y0, spr) in enumerate(self.stars):
-            ys, xs = np.mgrid[y0:y0 + 7, x0:x0 + 7]
-            idx.append((ys * w + xs).ravel())
-            vals.append(spr.ravel())
-            sid.append(np.full(49, i))
-        self.star_idx = np.concatenate(idx) if idx else np.zeros(0, dtype=np.int64)
-        self.star_val = np.concatenate(vals) if vals else np.zeros(0, dtype=np.float32)
-        self.star_id = np.concatenate(sid) if sid else np.zeros(0, dtype=np.int64)
+        self.stars, self.star_idx, self.star_val, self.star_id = star_field(rng, w, h, n_stars)
         self.star_centre = np.array([(y0 + 3) * w + x0 + 3 for x0, y0, _ in self.stars], dtype=np.int64)
         # Hot pixels: single pixels far above the sky, fixed.
         self.hot = []

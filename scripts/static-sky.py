@@ -15,13 +15,26 @@ filter (C, fast) before encoding. Nothing moves: every event a detector
 reports on it is false.
 """
 import argparse
-import math
+import importlib.util
+import os
 import sys
 
 try:
     import numpy as np
 except ImportError:  # pragma: no cover
     sys.exit("static-sky: error: numpy is missing (bash scripts/setup.sh installs python3-numpy)")
+
+
+def load_corpus():
+    """scripts/make-corpus.py as a module (its name is not importable)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "make-corpus.py")
+    spec = importlib.util.spec_from_file_location("make_corpus", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+corpus = load_corpus()
 
 
 def main():
@@ -35,22 +48,9 @@ def main():
     rng = np.random.default_rng(a.seed)
     yy = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
     sky = np.broadcast_to(18.0 + 10.0 * yy**2, (h, w)).astype(np.float32).reshape(-1)
-    # Stars: Gaussian spots, amplitude log-uniform 15..180 (as make-corpus.py).
-    idx, vals, sid = [], [], []
+    # The stars of make-corpus.py, drawn by its own code.
     n_stars = int(200 * w * h / (1280 * 720))
-    for i in range(n_stars):
-        x, y = rng.uniform(4, w - 5), rng.uniform(4, h - 5)
-        amp = math.exp(rng.uniform(math.log(15), math.log(180)))
-        sig = rng.uniform(0.6, 1.2)
-        x0, y0 = int(x) - 3, int(y) - 3
-        gx = np.arange(x0, x0 + 7, dtype=np.float32) - x
-        gy = np.arange(y0, y0 + 7, dtype=np.float32) - y
-        spr = amp * np.exp(-(gy[:, None] ** 2 + gx[None, :] ** 2) / (2 * sig * sig))
-        ys, xs = np.mgrid[y0:y0 + 7, x0:x0 + 7]
-        idx.append((ys * w + xs).ravel())
-        vals.append(spr.ravel().astype(np.float32))
-        sid.append(np.full(49, i))
-    star_idx, star_val, star_id = np.concatenate(idx), np.concatenate(vals), np.concatenate(sid)
+    _, star_idx, star_val, star_id = corpus.star_field(rng, w, h, n_stars)
     # Overlapping star patches: sum per distinct pixel.
     pix, inverse = np.unique(star_idx, return_inverse=True)
     hot_idx = rng.integers(0, w * h, size=int(40 * w * h / (1280 * 720)))
