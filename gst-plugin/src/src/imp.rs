@@ -78,15 +78,26 @@ struct State {
     first_capture: Option<u64>,
 }
 
+/// A copy of what `stats` and the latency query need from [`State`].
+#[derive(Clone, Copy, Default)]
+struct Seen {
+    reader: shm_proto::ReaderStats,
+    format: Option<VideoFormat>,
+}
+
 #[derive(Default)]
 pub struct ShmcastSrc {
     settings: Mutex<Settings>,
+    /// The streaming thread's state: held by `create` through its whole
+    /// wait on the ring, so other threads (properties, queries) never take
+    /// it while streaming — they would starve behind the streaming thread's
+    /// unlock-and-relock — and read `seen` instead.
     state: Mutex<Option<State>>,
     /// Caps of the attached ring, what `negotiate` sets.
     caps: Mutex<Option<gst::Caps>>,
     counters: Mutex<Counters>,
-    /// Last reader counters, kept for the `stats` property after `stop`.
-    reader_stats: Mutex<shm_proto::ReaderStats>,
+    /// What other threads may know of `state`, updated after each poll.
+    seen: Mutex<Seen>,
     flushing: AtomicBool,
 }
 
@@ -154,7 +165,8 @@ impl ObjectImpl for ShmcastSrc {
                     .blurb(
                         "Push the newest frame each time, skipping (and counting as lost) older ones the \
                          pipeline had no time for: the lowest latency when downstream is slower than the \
-                         producer (false: every frame in order while the ring still holds it)",
+                         producer (false: every frame in order while the pipeline keeps within half \
+                         the ring of the producer; further behind, it jumps to the newest)",
                     )
                     .default_value(false)
                     .mutable_ready()
@@ -238,10 +250,7 @@ impl ElementImpl for ShmcastSrc {
 
 impl ShmcastSrc {
     fn stats(&self) -> gst::Structure {
-        let reader = match lock(&self.state).as_ref() {
-            Some(st) => st.follower.stats(),
-            None => *lock(&self.reader_stats),
-        };
+        let reader = lock(&self.seen).reader;
         let c = lock(&self.counters);
         gst::Structure::builder("shmcastsrc-stats")
             .field("frames", c.pushed)
@@ -293,12 +302,23 @@ impl ShmcastSrc {
         }
     }
 
-    /// One poll of the ring.
+    /// One poll of the ring, then what it changed made visible to other threads.
     fn step(&self) -> Result<Step, gst::FlowError> {
         let settings = lock(&self.settings).clone();
         let mut guard = lock(&self.state);
         let Some(st) = guard.as_mut() else { return Err(gst::FlowError::Flushing) };
-        let polled = if settings.latest { st.follower.poll_latest(POLL) } else { st.follower.poll(POLL) };
+        let step = self.poll(&settings, st);
+        *lock(&self.seen) = Seen { reader: st.follower.stats(), format: st.format };
+        step
+    }
+
+    fn poll(&self, settings: &Settings, st: &mut State) -> Result<Step, gst::FlowError> {
+        // In order while the pipeline keeps within half the ring of the
+        // producer; further behind, the next frames in order are the ones
+        // the producer overwrites next: copying them mostly ends torn
+        // (a wasted copy) and only adds latency, so jump to the newest.
+        let behind = st.follower.reader().is_some_and(|r| r.head().saturating_sub(r.cursor()) > r.slots() / 2);
+        let polled = if settings.latest || behind { st.follower.poll_latest(POLL) } else { st.follower.poll(POLL) };
         let ev = match polled {
             Ok(ev) => ev,
             Err(e) => {
@@ -460,6 +480,7 @@ impl BaseSrcImpl for ShmcastSrc {
         }
         *lock(&self.caps) = None;
         *lock(&self.counters) = Counters::default();
+        *lock(&self.seen) = Seen::default();
         *lock(&self.state) = Some(State {
             follower,
             started: Instant::now(),
@@ -475,7 +496,7 @@ impl BaseSrcImpl for ShmcastSrc {
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         if let Some(st) = lock(&self.state).take() {
-            *lock(&self.reader_stats) = st.follower.stats();
+            lock(&self.seen).reader = st.follower.stats();
         }
         Ok(())
     }
@@ -520,7 +541,7 @@ impl BaseSrcImpl for ShmcastSrc {
     fn query(&self, query: &mut gst::QueryRef) -> bool {
         if let gst::QueryViewMut::Latency(q) = query.view_mut() {
             let live = lock(&self.settings).is_live;
-            let Some(format) = lock(&self.state).as_ref().and_then(|s| s.format) else {
+            let Some(format) = lock(&self.seen).format else {
                 return BaseSrcImplExt::parent_query(self, query);
             };
             // A frame is handed out when it is complete: up to one frame
