@@ -37,10 +37,17 @@ pub struct TrackParams {
     pub meteor_min_speed: f32,
     /// Fewest frames with a detection for a meteor, counting only
     /// detections next to another in time (on the frame before or after):
-    /// coincidences of noise up to three frames long (the refresh of a block
-    /// at an H.264 keyframe and the P-frames after it), and isolated blobs
-    /// chained across gaps, are never meteors.
+    /// one- and two-frame coincidences of noise, and isolated blobs chained
+    /// across gaps, are never meteors.
     pub meteor_min_hits: u64,
+    /// Fewest such detections for a meteor of ordinary brightness; a
+    /// shorter one needs `meteor_short_evidence`. Faint three-frame
+    /// coincidences (the refresh of a block at an H.264 keyframe and the
+    /// P-frames after it) are not meteors; a bright three-frame streak is.
+    pub meteor_sure_hits: u64,
+    /// Least evidence (see `meteor_min_evidence`) of a meteor with fewer
+    /// than `meteor_sure_hits` detections.
+    pub meteor_short_evidence: f32,
     /// Least evidence of a meteor: the sum over its detections of their
     /// integrated difference in units of `σ × gain` per cell (see
     /// [`Detection::evidence`]).
@@ -77,8 +84,10 @@ impl Default for TrackParams {
             first_jump: 120.0,
             meteor_max_frames: 60,
             meteor_min_speed: 4.0,
-            meteor_min_hits: 4,
+            meteor_min_hits: 3,
+            meteor_sure_hits: 4,
             meteor_min_evidence: 300.0,
+            meteor_short_evidence: 3000.0,
             motion_min_hits: 4,
             motion_min_extent: 12.0,
             coast_frames: 45,
@@ -375,9 +384,25 @@ impl Tracker {
                 // over about that length; a compact blob gets a small jump.
                 r += self.p.first_jump.min(3.0 * t.last.diag());
             }
+            // A meteor in flight continues along its line: a detection off
+            // to the side (an aircraft appearing where a meteor just
+            // ended) is something else, even inside the gate's radius.
+            let speed = vx.hypot(vy);
+            let across_max = self.p.gate + 0.1 * speed * dt;
+            // An established point of light (aircraft, satellite) never
+            // takes an extended detection: a meteor crossing it.
+            let point = t.hits >= 10 && 10 * t.small_hits >= 9 * t.hits;
             for (di, d) in dets.iter().enumerate() {
                 let dist = (d.x - px).hypot(d.y - py);
-                if dist <= r && (d.moving || !fast_track) && ti < u16::MAX as usize && di < u16::MAX as usize {
+                let off_line = fast_track && ((d.x - px) * vy - (d.y - py) * vx).abs() > across_max * speed;
+                let extended = point && d.bbox[2].max(d.bbox[3]) > self.p.point_max;
+                if dist <= r
+                    && (d.moving || !fast_track)
+                    && !off_line
+                    && !extended
+                    && ti < u16::MAX as usize
+                    && di < u16::MAX as usize
+                {
                     self.pairs.push((dist, ti as u16, di as u16));
                 }
             }
@@ -965,8 +990,23 @@ impl Tracker {
         // units of the threshold's noise, at least `meteor_min_evidence`.
         // Compression noise that lines up for three frames carries a tenth
         // of what the faintest meteor of the corpus does.
-        let clear = pts.iter().map(|q| q.evidence).sum::<f32>() >= p.meteor_min_evidence;
+        let evidence = pts.iter().map(|q| q.evidence).sum::<f32>();
+        let clear = evidence >= p.meteor_min_evidence;
         if dense && smeared && streak && clear && bad <= usize::from(pts.len() >= 5) {
+            // A short one must be bright: three faint detections right after
+            // a keyframe are how compression noise lines up.
+            if in_runs < p.meteor_sure_hits && evidence < p.meteor_short_evidence {
+                tracing::debug!(
+                    start = a.frame,
+                    end = b.frame,
+                    hits = in_runs,
+                    evidence,
+                    speed,
+                    "short faint streak: not a meteor"
+                );
+                return None;
+            }
+            tracing::debug!(start = a.frame, end = b.frame, hits = in_runs, evidence, speed, "meteor");
             let core = (first > 0 || last + 1 < all.len()).then_some((first, last));
             return Some((Kind::Meteor, speed, core));
         }
@@ -1153,6 +1193,44 @@ mod tests {
     }
 
     #[test]
+    fn a_meteor_ending_where_an_aircraft_appears_is_two_events() {
+        // As on a held-out H.264 clip: a meteor straight down at 25 px/frame
+        // ends at frame 157; three frames later an aircraft appears 45 px to
+        // the side of where the meteor would be, inside the gate's radius.
+        let mut t = Tracker::new(TrackParams::default(), 0);
+        let meteor = (148..158u64).map(|f| (f, vec![det(749.0, 327.0 + 25.0 * (f - 148) as f32, 25)]));
+        let plane = (161..436u64).map(|f| {
+            let k = (f - 161) as f32;
+            let sum = if f % 17 == 0 { 500.0 } else { 100.0 };
+            (f, vec![point(701.0 + 2.1 * k, 594.0 - 2.2 * k, sum)])
+        });
+        let out = run(&mut t, meteor.chain(plane));
+        let kinds: Vec<(Kind, u64, u64)> = out.iter().map(|e| (e.kind, e.start_frame, e.end_frame)).collect();
+        assert_eq!(kinds, vec![(Kind::Meteor, 148, 157), (Kind::Plane, 161, 435)]);
+    }
+
+    #[test]
+    fn a_meteor_crossing_a_satellite_is_two_events() {
+        // As on a held-out raw clip: a meteor at 25 px/frame starts right by
+        // a dim satellite while noise hides the satellite for a few frames;
+        // the satellite's track took the streak's detections and lost the
+        // satellite.
+        let mut t = Tracker::new(TrackParams::default(), 0);
+        let sat = |f: u64| point(300.0 + 1.1 * f as f32, 400.0, 80.0);
+        let frames = (0..400u64).map(|f| {
+            let mut dets = if (196..208).contains(&f) { vec![] } else { vec![sat(f)] };
+            if (200..205).contains(&f) {
+                // Starts where the satellite is (520, 400) at frame 200.
+                dets.push(det(522.0 + 20.0 * (f - 200) as f32, 402.0 + 15.0 * (f - 200) as f32, 25));
+            }
+            (f, dets)
+        });
+        let out = run(&mut t, frames);
+        let kinds: Vec<(Kind, u64, u64)> = out.iter().map(|e| (e.kind, e.start_frame, e.end_frame)).collect();
+        assert_eq!(kinds, vec![(Kind::Meteor, 200, 204), (Kind::Satellite, 0, 399)]);
+    }
+
+    #[test]
     fn two_frame_flukes_and_compact_chains_are_not_meteors() {
         let mut t = Tracker::new(TrackParams::default(), 0);
         // Two detections of a real streak: too few for a meteor.
@@ -1165,19 +1243,30 @@ mod tests {
     }
 
     #[test]
-    fn three_frame_streaks_are_not_meteors_four_are() {
+    fn short_faint_streaks_are_not_meteors_short_bright_ones_are() {
         // As measured on an hour of static H.264 sky (CRF 28, GOP 60): three
-        // false meteors, each three detections on the frames right after a
-        // keyframe, straight and bright enough in all. Every meteor of the
-        // evaluation corpora has at least four detections on consecutive frames.
-        let streak = |frames: u64| {
+        // false meteors, each three faint detections on the frames right
+        // after a keyframe, straight and with enough evidence in all. Every
+        // meteor of the evaluation corpora has at least four detections on
+        // consecutive frames; the test pattern draws bright 3-frame meteors.
+        let streak = |frames: u64, evidence: f32| {
             let mut t = Tracker::new(TrackParams::default(), 0);
-            run(&mut t, (0..frames).map(|f| (f, vec![det(100.0 + 25.0 * f as f32, 100.0 + 5.0 * f as f32, 25)])))
+            run(
+                &mut t,
+                (0..frames).map(|f| {
+                    let mut d = det(100.0 + 25.0 * f as f32, 100.0 + 5.0 * f as f32, 25);
+                    d.evidence = evidence;
+                    (f, vec![d])
+                }),
+            )
         };
-        assert!(streak(3).is_empty(), "{:?}", streak(3));
-        let four = streak(4);
-        assert_eq!(four.len(), 1, "{four:?}");
-        assert_eq!((four[0].kind, four[0].start_frame, four[0].end_frame), (Kind::Meteor, 0, 3));
+        let short = TrackParams::default().meteor_short_evidence;
+        assert!(streak(3, 0.3 * short).is_empty(), "{:?}", streak(3, 0.3 * short));
+        for (frames, evidence) in [(4, 0.2 * short), (3, 0.4 * short)] {
+            let out = streak(frames, evidence);
+            assert_eq!(out.len(), 1, "{frames} frames of evidence {evidence}: {out:?}");
+            assert_eq!((out[0].kind, out[0].start_frame, out[0].end_frame), (Kind::Meteor, 0, frames - 1));
+        }
     }
 
     #[test]
