@@ -10,6 +10,13 @@
 //! copied is dropped (counted as torn) and the next buffer is marked DISCONT,
 //! as is the first buffer after lost frames or a producer restart.
 //!
+//! Frames go out in order while the source keeps within half the ring of
+//! the producer; further behind (past the backlog it attached to), it jumps
+//! to the newest frame, since the next ones in order are those the producer
+//! overwrites next. The `stats` property and the latency query read a copy
+//! of the streaming thread's state (`Seen`), never the state itself, which
+//! `create` holds through its whole wait on the ring.
+//!
 //! Timestamps: the frame's capture time (`CLOCK_REALTIME`) is mapped to the
 //! pipeline clock through the offset between the two measured when the frame
 //! is handed out, then made running time; PTS never goes backwards. With
@@ -74,6 +81,10 @@ struct State {
     /// The ring's packed layout is GStreamer's: one copy, no restriding.
     packed: bool,
     discont: bool,
+    /// The ring's head when the source attached: the frames before it
+    /// (`start=oldest`, or a restarted producer's backlog) are delivered in
+    /// order; the half-ring catch-up applies from there on.
+    backlog_end: u64,
     last_pts: Option<gst::ClockTime>,
     first_capture: Option<u64>,
 }
@@ -174,7 +185,7 @@ impl ObjectImpl for ShmcastSrc {
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(
-                        "frames (pushed), lost (overwritten before they were read), torn (overwritten while \
+                        "frames (pushed), lost (overwritten before they were read, or skipped), torn (overwritten while \
                          copied; dropped), attaches, detaches, renegotiations",
                     )
                     .read_only()
@@ -317,7 +328,10 @@ impl ShmcastSrc {
         // producer; further behind, the next frames in order are the ones
         // the producer overwrites next: copying them mostly ends torn
         // (a wasted copy) and only adds latency, so jump to the newest.
-        let behind = st.follower.reader().is_some_and(|r| r.head().saturating_sub(r.cursor()) > r.slots() / 2);
+        let behind = st
+            .follower
+            .reader()
+            .is_some_and(|r| r.cursor() >= st.backlog_end && r.head().saturating_sub(r.cursor()) > r.slots() / 2);
         let polled = if settings.latest || behind { st.follower.poll_latest(POLL) } else { st.follower.poll(POLL) };
         let ev = match polled {
             Ok(ev) => ev,
@@ -359,6 +373,7 @@ impl ShmcastSrc {
                 Ok(Step::Again)
             }
             Event::Attached(a) => {
+                st.backlog_end = st.follower.reader().map_or(0, Reader::head);
                 gst::info!(
                     CAT,
                     imp = self,
@@ -488,6 +503,7 @@ impl BaseSrcImpl for ShmcastSrc {
             info: None,
             packed: true,
             discont: true,
+            backlog_end: 0,
             last_pts: None,
             first_capture: None,
         });
@@ -496,7 +512,7 @@ impl BaseSrcImpl for ShmcastSrc {
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         if let Some(st) = lock(&self.state).take() {
-            lock(&self.seen).reader = st.follower.stats();
+            *lock(&self.seen) = Seen { reader: st.follower.stats(), format: None };
         }
         Ok(())
     }
