@@ -541,7 +541,27 @@ impl Tracker {
                     && t.last_frame - t.first_frame < self.p.meteor_max_frames + 10
             };
             if all || !self.active.iter().any(joinable) {
-                out.push(self.pending.swap_remove(i));
+                let m = self.pending.swap_remove(i);
+                // A short meteor must be bright: three faint detections right
+                // after a keyframe are how compression noise lines up. Checked
+                // here, after the joins: two short faint pieces of one faint
+                // streak are one meteor.
+                let evidence = m.points.iter().map(|q| q.evidence).sum::<f32>();
+                let hits = in_runs(&m.points);
+                if hits < self.p.meteor_sure_hits && evidence < self.p.meteor_short_evidence {
+                    tracing::debug!(
+                        start = m.start_frame,
+                        end = m.end_frame,
+                        hits,
+                        evidence,
+                        "short faint streak: not a meteor"
+                    );
+                    if let Some(s) = m.snapshot {
+                        self.free_slots.push(s);
+                    }
+                } else {
+                    out.push(m);
+                }
             } else {
                 i += 1;
             }
@@ -946,12 +966,7 @@ impl Tracker {
         // consecutive frames; isolated blobs that a track's wide first gate
         // chained across gaps (the large, faint blobs of an I-frame that
         // refreshes a GOP's compression noise) are not.
-        let in_runs = (0..pts.len())
-            .filter(|&i| {
-                (i > 0 && pts[i - 1].frame + 1 == pts[i].frame)
-                    || (i + 1 < pts.len() && pts[i].frame + 1 == pts[i + 1].frame)
-            })
-            .count() as u64;
+        let in_runs = in_runs(pts);
         if in_runs < p.meteor_min_hits {
             return None;
         }
@@ -993,25 +1008,23 @@ impl Tracker {
         let evidence = pts.iter().map(|q| q.evidence).sum::<f32>();
         let clear = evidence >= p.meteor_min_evidence;
         if dense && smeared && streak && clear && bad <= usize::from(pts.len() >= 5) {
-            // A short one must be bright: three faint detections right after
-            // a keyframe are how compression noise lines up.
-            if in_runs < p.meteor_sure_hits && evidence < p.meteor_short_evidence {
-                tracing::debug!(
-                    start = a.frame,
-                    end = b.frame,
-                    hits = in_runs,
-                    evidence,
-                    speed,
-                    "short faint streak: not a meteor"
-                );
-                return None;
-            }
+            // (A short one must also be bright: see `release_pending`.)
             tracing::debug!(start = a.frame, end = b.frame, hits = in_runs, evidence, speed, "meteor");
             let core = (first > 0 || last + 1 < all.len()).then_some((first, last));
             return Some((Kind::Meteor, speed, core));
         }
         None
     }
+}
+
+/// Detections with another one on the frame before or after.
+fn in_runs(pts: &[TrackPoint]) -> u64 {
+    (0..pts.len())
+        .filter(|&i| {
+            (i > 0 && pts[i - 1].frame + 1 == pts[i].frame)
+                || (i + 1 < pts.len() && pts[i].frame + 1 == pts[i + 1].frame)
+        })
+        .count() as u64
 }
 
 /// A track's class, its speed (px/frame) and, for a meteor whose track had
@@ -1404,6 +1417,14 @@ mod tests {
         t.flush(&mut out);
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!((out[0].start_frame, out[0].end_frame), (546, 549));
+        // Each piece is short (3 detections) and faint (evidence 415 and
+        // 917): alone, neither is a meteor; the short-and-faint test comes
+        // after the joins.
+        let mut t = Tracker::new(TrackParams::default(), 0);
+        let mut out = Vec::new();
+        t.emit(piece(vec![pt(547, 925.0, 1516.0), pt(548, 900.0, 1472.0), pt(549, 880.0, 1598.0)]), &mut out);
+        t.flush(&mut out);
+        assert!(out.is_empty(), "{out:?}");
         // After a gap the tracker itself would bridge (3 frames missed): one meteor.
         let mut t = Tracker::new(TrackParams::default(), 0);
         let mut out = Vec::new();
