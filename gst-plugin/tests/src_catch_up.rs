@@ -23,6 +23,35 @@ impl Drop for Null {
     }
 }
 
+/// A ring of `SLOTS` slots and a playing `shmcastsrc name=src stream=<it>
+/// <src_props> ! appsink name=sink sync=false <sink_props>` pipeline; `before`
+/// runs on the writer before the pipeline starts.
+struct Rig {
+    // Dropped in this order: the pipeline, the writer, then the segment.
+    p: Null,
+    sink: gst_app::AppSink,
+    src: gst::Element,
+    w: Writer,
+    _guard: common::Guard,
+}
+
+fn rig(tag: &str, src_props: &str, sink_props: &str, before: impl FnOnce(&mut Writer)) -> Rig {
+    gst::init().unwrap();
+    gstshmcast::plugin_register_static().unwrap();
+    let name = common::unique_name(tag);
+    let format = VideoFormat::new(64, 32, PixelFormat::Gray8, 30, 1).unwrap();
+    let mut w = Writer::create(&name, format, &CreateOptions { slots: SLOTS, ..CreateOptions::default() }).unwrap();
+    let mut guard = common::Guard::new();
+    guard.segment(&name);
+    before(&mut w);
+    let desc = format!("shmcastsrc name=src stream={name} {src_props} ! appsink name=sink sync=false {sink_props}");
+    let p = Null(gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap());
+    let sink = p.0.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let src = p.0.by_name("src").unwrap();
+    p.0.set_state(gst::State::Playing).unwrap();
+    Rig { p, sink, src, w, _guard: guard }
+}
+
 /// Frames a pipeline pulled: (frame id, DISCONT).
 fn pull(sink: &gst_app::AppSink) -> (u64, bool) {
     let s = sink.try_pull_sample(gst::ClockTime::from_seconds(20)).expect("a frame within 20 s");
@@ -54,18 +83,8 @@ fn drain_to(sink: &gst_app::AppSink, mut got: u64, last: u64) -> u64 {
 /// the source is pushing frame 2), publishes `backlog` more, then returns
 /// the frame ids and DISCONT flags of everything the pipeline delivers.
 fn behind_by(backlog: u64) -> (Vec<(u64, bool)>, gst::Structure) {
-    gst::init().unwrap();
-    gstshmcast::plugin_register_static().unwrap();
-    let name = common::unique_name(&format!("catchup{backlog}"));
-    let format = VideoFormat::new(64, 32, PixelFormat::Gray8, 30, 1).unwrap();
-    let mut w = Writer::create(&name, format, &CreateOptions { slots: SLOTS, ..CreateOptions::default() }).unwrap();
-    let mut guard = common::Guard::new();
-    guard.segment(&name);
-    let desc = format!("shmcastsrc name=src stream={name} ! appsink name=sink sync=false max-buffers=1 drop=false");
-    let p = Null(gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap());
-    let sink = p.0.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
-    let src = p.0.by_name("src").unwrap();
-    p.0.set_state(gst::State::Playing).unwrap();
+    let Rig { p: _p, sink, src, mut w, _guard } =
+        rig(&format!("catchup{backlog}"), "", "max-buffers=1 drop=false", |_| {});
     let mut id = 0u64;
     let publish = |w: &mut Writer, id: &mut u64| {
         let n = *id;
@@ -132,18 +151,7 @@ fn stats_and_latency_queries_do_not_wait_for_the_streaming_thread() {
     // its `stats` and asks the pipeline's latency. Before these read a copy,
     // they took the streaming thread's lock and starved behind its
     // unlock-and-relock for seconds each.
-    gst::init().unwrap();
-    gstshmcast::plugin_register_static().unwrap();
-    let name = common::unique_name("catchupidle");
-    let format = VideoFormat::new(64, 32, PixelFormat::Gray8, 30, 1).unwrap();
-    let mut w = Writer::create(&name, format, &CreateOptions { slots: SLOTS, ..CreateOptions::default() }).unwrap();
-    let mut guard = common::Guard::new();
-    guard.segment(&name);
-    let desc = format!("shmcastsrc name=src stream={name} ! appsink name=sink sync=false");
-    let p = Null(gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap());
-    let sink = p.0.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
-    let src = p.0.by_name("src").unwrap();
-    p.0.set_state(gst::State::Playing).unwrap();
+    let Rig { p: _p, sink, src, mut w, _guard } = rig("catchupidle", "", "", |_| {});
     let mut id = 0u64;
     let first = first_frame(&sink, || {
         w.publish(|slot| FrameMeta::new(id, 0, slot.len() as u64));
@@ -170,22 +178,14 @@ fn stats_and_latency_queries_do_not_wait_for_the_streaming_thread() {
 fn start_oldest_delivers_the_whole_ring_in_order() {
     // A full ring is more than half a ring behind at attach: the catch-up
     // must not skip the backlog `start=oldest` asks for.
-    gst::init().unwrap();
-    gstshmcast::plugin_register_static().unwrap();
-    let name = common::unique_name("catchupoldest");
-    let format = VideoFormat::new(64, 32, PixelFormat::Gray8, 30, 1).unwrap();
-    let mut w = Writer::create(&name, format, &CreateOptions { slots: SLOTS, ..CreateOptions::default() }).unwrap();
-    let mut guard = common::Guard::new();
-    guard.segment(&name);
-    for id in 0..20u64 {
-        w.publish(|slot| FrameMeta::new(id, 0, slot.len() as u64));
-    }
-    let desc = format!("shmcastsrc name=src stream={name} start=oldest ! appsink name=sink sync=false");
-    let p = Null(gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap());
-    let sink = p.0.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
-    p.0.set_state(gst::State::Playing).unwrap();
-    let got: Vec<u64> = (0..SLOTS).map(|_| pull(&sink).0).collect();
+    let r = rig("catchupoldest", "start=oldest", "", |w| {
+        for id in 0..20u64 {
+            w.publish(|slot| FrameMeta::new(id, 0, slot.len() as u64));
+        }
+    });
+    let sink = &r.sink;
+    let got: Vec<u64> = (0..SLOTS).map(|_| pull(sink).0).collect();
     assert_eq!(got, (20 - u64::from(SLOTS)..20).collect::<Vec<_>>());
-    let stats = p.0.by_name("src").unwrap().property::<gst::Structure>("stats");
+    let stats = r.src.property::<gst::Structure>("stats");
     assert_eq!(stats.get::<u64>("lost").unwrap(), 0, "{stats}");
 }
