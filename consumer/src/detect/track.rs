@@ -999,8 +999,11 @@ impl Tracker {
         // A slow one is not much longer than its travel either: the block
         // refresh of an H.264 I-frame makes wide, faint blobs (40–120 px)
         // that wobble by 4–13 px/frame while the P-frames after it fade
-        // them out. (A fast meteor may leave a trail many frames long.)
-        let streak = speed >= 20.0 || lens[lens.len() / 2] <= 3.0 * speed + 16.0;
+        // them out. A fast meteor may leave a trail a few frames long, but
+        // not a band across the whole picture: an I-frame that refreshes a
+        // band of blocks the width of the frame changes 1280x370 px at once.
+        let len = lens[lens.len() / 2];
+        let streak = if speed >= 20.0 { len <= 6.0 * speed + 64.0 } else { len <= 3.0 * speed + 16.0 };
         // And enough light in all: the track's integrated difference, in
         // units of the threshold's noise, at least `meteor_min_evidence`.
         // Compression noise that lines up for three frames carries a tenth
@@ -1241,6 +1244,31 @@ mod tests {
         let out = run(&mut t, frames);
         let kinds: Vec<(Kind, u64, u64)> = out.iter().map(|e| (e.kind, e.start_frame, e.end_frame)).collect();
         assert_eq!(kinds, vec![(Kind::Meteor, 200, 204), (Kind::Satellite, 0, 399)]);
+    }
+
+    #[test]
+    fn a_band_across_the_frame_is_not_a_meteor_a_trail_is() {
+        // As measured on an hour of static H.264 sky (CRF 28, GOP 60): an
+        // I-frame refreshed a band of blocks the width of the picture, whose
+        // centroid moved 44 px/frame for three frames, bright in all.
+        let track = |w: u32, h: u32| {
+            let mut t = Tracker::new(TrackParams::default(), 0);
+            run(
+                &mut t,
+                (0..4u64).map(|f| {
+                    let (x, y) = (640.0, 300.0 + 44.0 * f as f32);
+                    let mut d = det(x, y, 4);
+                    d.bbox = [(x - w as f32 / 2.0) as u32, (y - h as f32 / 2.0) as u32, w, h];
+                    d.evidence = 20_000.0;
+                    (f, vec![d])
+                }),
+            )
+        };
+        assert!(track(1280, 370).iter().all(|e| e.kind != Kind::Meteor));
+        // A fast meteor leaving a trail four frames long is still one.
+        let trail = track(12, 176);
+        assert_eq!(trail.len(), 1, "{trail:?}");
+        assert_eq!(trail[0].kind, Kind::Meteor);
     }
 
     #[test]
