@@ -45,8 +45,14 @@ pub struct TrackParams {
     /// coincidences (the refresh of a block at an H.264 keyframe and the
     /// P-frames after it) are not meteors; a bright three-frame streak is.
     pub meteor_sure_hits: u64,
+    /// Shortest trail (first to last detection, px) of a meteor of ordinary
+    /// brightness; a shorter one needs `meteor_short_evidence`. The faint
+    /// blob a keyframe leaves drifts 15–27 px while the P-frames after it
+    /// fade it out; the shortest meteor of the corpus travels 57 px.
+    pub meteor_sure_trail: f32,
     /// Least evidence (see `meteor_min_evidence`) of a meteor with fewer
-    /// than `meteor_sure_hits` detections.
+    /// than `meteor_sure_hits` detections or a trail shorter than
+    /// `meteor_sure_trail`.
     pub meteor_short_evidence: f32,
     /// Least evidence of a meteor: the sum over its detections of their
     /// integrated difference in units of `σ × gain` per cell (see
@@ -86,6 +92,7 @@ impl Default for TrackParams {
             meteor_min_speed: 4.0,
             meteor_min_hits: 3,
             meteor_sure_hits: 4,
+            meteor_sure_trail: 40.0,
             meteor_min_evidence: 300.0,
             meteor_short_evidence: 3000.0,
             motion_min_hits: 4,
@@ -546,13 +553,19 @@ impl Tracker {
                 // after a keyframe are how compression noise lines up. Checked
                 // here, after the joins: two short faint pieces of one faint
                 // streak are one meteor.
+                // The same holds for a short trail: five faint detections
+                // drifting 15–27 px from a keyframe's refreshed block are
+                // compression noise; a meteor that short must be bright.
                 let evidence = m.points.iter().map(|q| q.evidence).sum::<f32>();
                 let hits = in_runs(&m.points);
-                if hits < self.p.meteor_sure_hits && evidence < self.p.meteor_short_evidence {
+                let trail = m.points.first().zip(m.points.last()).map_or(0.0, |(a, b)| (b.x - a.x).hypot(b.y - a.y));
+                let short = hits < self.p.meteor_sure_hits || trail < self.p.meteor_sure_trail;
+                if short && evidence < self.p.meteor_short_evidence {
                     tracing::debug!(
                         start = m.start_frame,
                         end = m.end_frame,
                         hits,
+                        trail,
                         evidence,
                         "short faint streak: not a meteor"
                     );
@@ -1002,8 +1015,13 @@ impl Tracker {
         // them out. A fast meteor may leave a trail a few frames long, but
         // not a band across the whole picture: an I-frame that refreshes a
         // band of blocks the width of the frame changes 1280x370 px at once.
+        // Nor is any one detection a band: a track that began on an
+        // I-frame's band (a median of small blobs after one 1280x620 box)
+        // is not a meteor either; a meteor's own detections differ in
+        // length by far less than 3x the bound.
         let len = lens[lens.len() / 2];
-        let streak = if speed >= 20.0 { len <= 6.0 * speed + 64.0 } else { len <= 3.0 * speed + 16.0 };
+        let bound = if speed >= 20.0 { 6.0 * speed + 64.0 } else { 3.0 * speed + 16.0 };
+        let streak = len <= bound && lens[lens.len() - 1] <= 3.0 * bound;
         // And enough light in all: the track's integrated difference, in
         // units of the threshold's noise, at least `meteor_min_evidence`.
         // Compression noise that lines up for three frames carries a tenth
@@ -1269,6 +1287,21 @@ mod tests {
         let trail = track(12, 176);
         assert_eq!(trail.len(), 1, "{trail:?}");
         assert_eq!(trail[0].kind, Kind::Meteor);
+        // As measured on a second hour (seed 14): a track that began on a
+        // 1280x620 band and went on over small faint blobs, 6 px/frame. Its
+        // median detection is small; its first one is the band.
+        let mut t = Tracker::new(TrackParams::default(), 0);
+        let blobs = (0..4u64).map(|f| {
+            let (x, y) = (700.0 - 6.0 * f as f32, 388.0 - 6.0 * f as f32);
+            let mut d = det(x, y, 12);
+            if f == 0 {
+                d.bbox = [60, 78, 1280 - 60, 620];
+            }
+            d.evidence = 20_000.0;
+            (f, vec![d])
+        });
+        let out = run(&mut t, blobs);
+        assert!(out.iter().all(|e| e.kind != Kind::Meteor), "{out:?}");
     }
 
     #[test]
@@ -1307,6 +1340,33 @@ mod tests {
             let out = streak(frames, evidence);
             assert_eq!(out.len(), 1, "{frames} frames of evidence {evidence}: {out:?}");
             assert_eq!((out[0].kind, out[0].start_frame, out[0].end_frame), (Kind::Meteor, 0, frames - 1));
+        }
+    }
+
+    #[test]
+    fn short_faint_trails_are_not_meteors_short_bright_ones_are() {
+        // As measured on two hours of static H.264 sky (CRF 28, GOP 60):
+        // five faint detections drifting 5–7 px/frame from a keyframe's
+        // refreshed block, 15–27 px in all. The shortest meteor of the
+        // evaluation corpora travels 57 px.
+        let drift = |speed: f32, evidence: f32| {
+            let mut t = Tracker::new(TrackParams::default(), 0);
+            run(
+                &mut t,
+                (0..5u64).map(|f| {
+                    let mut d = det(300.0 + speed * f as f32, 600.0 - 0.5 * speed * f as f32, 8);
+                    d.evidence = evidence;
+                    (f, vec![d])
+                }),
+            )
+        };
+        let short = TrackParams::default().meteor_short_evidence;
+        let faint = drift(5.5, 0.15 * short);
+        assert!(faint.iter().all(|e| e.kind != Kind::Meteor), "{faint:?}");
+        for (speed, evidence) in [(5.5, 1.5 * short), (11.0, 0.15 * short)] {
+            let out = drift(speed, evidence);
+            assert_eq!(out.len(), 1, "{speed} px/frame of evidence {evidence}: {out:?}");
+            assert_eq!(out[0].kind, Kind::Meteor, "{out:?}");
         }
     }
 
@@ -1470,7 +1530,7 @@ mod tests {
             // Same line, but the second one goes back the way the first came.
             (meteor_piece(100..=104, 200.0, 300.0, 30.0, 0.0), meteor_piece(105..=109, 450.0, 300.0, -30.0, 0.0)),
             // Same line and direction, but much slower.
-            (meteor_piece(100..=104, 200.0, 300.0, 30.0, 0.0), meteor_piece(105..=109, 350.0, 300.0, 8.0, 0.0)),
+            (meteor_piece(100..=104, 200.0, 300.0, 30.0, 0.0), meteor_piece(105..=110, 350.0, 300.0, 8.0, 0.0)),
             // On one line, but 5 frames apart: two meteors.
             (meteor_piece(100..=103, 200.0, 300.0, 30.0, 0.0), meteor_piece(109..=112, 200.0, 300.0, 30.0, 0.0)),
         ];
