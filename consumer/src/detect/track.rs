@@ -1135,6 +1135,12 @@ mod tests {
         }
     }
 
+    /// One detection on each of frames `0..frames`, through a default tracker.
+    fn one_per_frame(frames: u64, det_at: impl Fn(u64) -> Detection) -> Vec<Finished> {
+        let mut t = Tracker::new(TrackParams::default(), 0);
+        run(&mut t, (0..frames).map(|f| (f, vec![det_at(f)])))
+    }
+
     fn run(tracker: &mut Tracker, frames: impl Iterator<Item = (u64, Vec<Detection>)>) -> Vec<Finished> {
         let mut out = Vec::new();
         let mut last = 0;
@@ -1270,17 +1276,13 @@ mod tests {
         // I-frame refreshed a band of blocks the width of the picture, whose
         // centroid moved 44 px/frame for three frames, bright in all.
         let track = |w: u32, h: u32| {
-            let mut t = Tracker::new(TrackParams::default(), 0);
-            run(
-                &mut t,
-                (0..4u64).map(|f| {
-                    let (x, y) = (640.0, 300.0 + 44.0 * f as f32);
-                    let mut d = det(x, y, 4);
-                    d.bbox = [(x - w as f32 / 2.0) as u32, (y - h as f32 / 2.0) as u32, w, h];
-                    d.evidence = 20_000.0;
-                    (f, vec![d])
-                }),
-            )
+            one_per_frame(4, |f| {
+                let (x, y) = (640.0, 300.0 + 44.0 * f as f32);
+                let mut d = det(x, y, 4);
+                d.bbox = [(x - w as f32 / 2.0) as u32, (y - h as f32 / 2.0) as u32, w, h];
+                d.evidence = 20_000.0;
+                d
+            })
         };
         assert!(track(1280, 370).iter().all(|e| e.kind != Kind::Meteor));
         // A fast meteor leaving a trail four frames long is still one.
@@ -1290,17 +1292,15 @@ mod tests {
         // As measured on a second hour (seed 14): a track that began on a
         // 1280x620 band and went on over small faint blobs, 6 px/frame. Its
         // median detection is small; its first one is the band.
-        let mut t = Tracker::new(TrackParams::default(), 0);
-        let blobs = (0..4u64).map(|f| {
+        let out = one_per_frame(4, |f| {
             let (x, y) = (700.0 - 6.0 * f as f32, 388.0 - 6.0 * f as f32);
             let mut d = det(x, y, 12);
             if f == 0 {
                 d.bbox = [60, 78, 1280 - 60, 620];
             }
             d.evidence = 20_000.0;
-            (f, vec![d])
+            d
         });
-        let out = run(&mut t, blobs);
         assert!(out.iter().all(|e| e.kind != Kind::Meteor), "{out:?}");
     }
 
@@ -1324,15 +1324,10 @@ mod tests {
         // meteor of the evaluation corpora has at least four detections on
         // consecutive frames; the test pattern draws bright 3-frame meteors.
         let streak = |frames: u64, evidence: f32| {
-            let mut t = Tracker::new(TrackParams::default(), 0);
-            run(
-                &mut t,
-                (0..frames).map(|f| {
-                    let mut d = det(100.0 + 25.0 * f as f32, 100.0 + 5.0 * f as f32, 25);
-                    d.evidence = evidence;
-                    (f, vec![d])
-                }),
-            )
+            one_per_frame(frames, |f| Detection {
+                evidence,
+                ..det(100.0 + 25.0 * f as f32, 100.0 + 5.0 * f as f32, 25)
+            })
         };
         let short = TrackParams::default().meteor_short_evidence;
         assert!(streak(3, 0.3 * short).is_empty(), "{:?}", streak(3, 0.3 * short));
@@ -1350,15 +1345,10 @@ mod tests {
         // refreshed block, 15–27 px in all. The shortest meteor of the
         // evaluation corpora travels 57 px.
         let drift = |speed: f32, evidence: f32| {
-            let mut t = Tracker::new(TrackParams::default(), 0);
-            run(
-                &mut t,
-                (0..5u64).map(|f| {
-                    let mut d = det(300.0 + speed * f as f32, 600.0 - 0.5 * speed * f as f32, 8);
-                    d.evidence = evidence;
-                    (f, vec![d])
-                }),
-            )
+            one_per_frame(5, |f| Detection {
+                evidence,
+                ..det(300.0 + speed * f as f32, 600.0 - 0.5 * speed * f as f32, 8)
+            })
         };
         let short = TrackParams::default().meteor_short_evidence;
         let faint = drift(5.5, 0.15 * short);
