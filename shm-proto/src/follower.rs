@@ -57,6 +57,9 @@ pub struct Follower {
     previous: ReaderStats,
     attach_count: u64,
     checked_at: Instant,
+    /// Once the stream was replaced under the current reader: the old
+    /// segment's head at that moment, read up to before moving on.
+    drain_end: Option<u64>,
 }
 
 impl Follower {
@@ -72,6 +75,7 @@ impl Follower {
             detached: false,
             previous: ReaderStats::default(),
             attach_count: 0,
+            drain_end: None,
             checked_at: Instant::now(),
         })
     }
@@ -98,8 +102,11 @@ impl Follower {
 
     fn attach(&mut self, r: Reader) -> Event<'static> {
         if let Some(old) = self.reader.take() {
-            self.previous = self.previous + old.stats();
+            // Frames of the old producer left unread are lost too.
+            let unread = old.head().saturating_sub(old.cursor());
+            self.previous = self.previous + old.stats() + ReaderStats { lost: unread, ..ReaderStats::default() };
         }
+        self.drain_end = None;
         self.attach_count += 1;
         let ev = Attached {
             epoch: r.epoch(),
@@ -189,9 +196,18 @@ impl Follower {
         }
         if self.checked_at.elapsed() >= RECHECK {
             self.checked_at = Instant::now();
-            let moved = self.reader.as_ref().is_some_and(|r| !r.is_current());
-            if moved && let Some(ev) = self.try_attach()? {
-                return Ok(ev);
+            if let Some(r) = self.reader.as_ref().filter(|r| !r.is_current()) {
+                // A restarted producer replaced the stream while frames of
+                // the old one are still unread: they can be read still (the
+                // old producer is gone), so read them first — up to the head
+                // seen now, so that a writer still publishing into the
+                // replaced segment cannot hold us there.
+                let end = *self.drain_end.get_or_insert(r.head());
+                if r.cursor() >= end
+                    && let Some(ev) = self.try_attach()?
+                {
+                    return Ok(ev);
+                }
             }
         }
         let r = self.reader.as_ref().expect("attached");

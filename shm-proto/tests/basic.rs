@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use shm_proto::{
-    CreateError, CreateOptions, FrameMeta, Next, OpenError, PixelFormat, ProducerStatus, Reader, ReaderOptions,
-    VideoFormat, Writer,
+    CreateError, CreateOptions, Event, Follower, FrameMeta, Next, OpenError, PixelFormat, ProducerStatus, Reader,
+    ReaderOptions, VideoFormat, Writer,
 };
 
 fn unique(tag: &str) -> String {
@@ -136,4 +136,48 @@ fn hugepages_and_mlock() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("huge pages"), "{e}");
+}
+
+/// A producer restarted while a follower still had frames of the old one to
+/// read: the follower reads them first, then moves to the new one; nothing is
+/// lost. (It used to move on at its next check of the name and drop the
+/// backlog without counting it, e.g. a detector descheduled on a loaded machine.)
+#[test]
+fn a_follower_reads_the_backlog_of_a_replaced_stream_before_moving_on() {
+    let name = unique("drain");
+    let f = VideoFormat::new(64, 48, PixelFormat::Gray8, 30, 1).unwrap();
+    let opts = CreateOptions { slots: 16, ..Default::default() };
+    let publish = |w: &mut Writer, ids: std::ops::Range<u64>| {
+        for i in ids {
+            w.publish(|buf| FrameMeta::new(i, 5, buf.len() as u64));
+        }
+    };
+    let mut fol = Follower::new(&name, ReaderOptions::default()).unwrap();
+    let mut w = Writer::create(&name, f, &opts).unwrap();
+    assert!(matches!(fol.poll(Duration::from_secs(1)).unwrap(), Event::Attached(_)));
+    publish(&mut w, 0..6);
+    let Event::Frame(first) = fol.poll(Duration::from_secs(1)).unwrap() else { panic!("no frame") };
+    assert_eq!(first.meta().frame_id, 0);
+    drop(w);
+    let mut w2 = Writer::create(&name, f, &opts).unwrap();
+    publish(&mut w2, 100..103);
+    // Let the follower's periodic check of the name (every 250 ms) come due
+    // while five frames of the old producer are still unread.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        match fol.poll(Duration::from_millis(100)).unwrap() {
+            Event::Frame(fr) => seen.push(Some(fr.meta().frame_id)),
+            Event::Attached(_) => seen.push(None),
+            Event::Detached(_) | Event::Idle => {}
+        }
+        if seen.len() == 9 {
+            break;
+        }
+    }
+    let old: Vec<Option<u64>> = (1..6).map(Some).collect();
+    let new: Vec<Option<u64>> = (100..103).map(Some).collect();
+    assert_eq!(seen, [old, vec![None], new].concat());
+    assert_eq!(fol.stats().lost, 0);
+    drop(w2);
 }
