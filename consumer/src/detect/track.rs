@@ -35,6 +35,11 @@ pub struct TrackParams {
     pub meteor_max_frames: u64,
     /// Slowest meteor, px/frame.
     pub meteor_min_speed: f32,
+    /// Fastest meteor, px/frame: the largest first jump (`first_jump`). A
+    /// faster "track" is unrelated detections chained through the gate of
+    /// a huge one (an I-frame's band across the picture widens the gate by
+    /// its own size).
+    pub meteor_max_speed: f32,
     /// Fewest frames with a detection for a meteor, counting only
     /// detections next to another in time (on the frame before or after):
     /// one- and two-frame coincidences of noise, and isolated blobs chained
@@ -90,6 +95,7 @@ impl Default for TrackParams {
             first_jump: 120.0,
             meteor_max_frames: 60,
             meteor_min_speed: 4.0,
+            meteor_max_speed: 120.0,
             meteor_min_hits: 3,
             meteor_sure_hits: 4,
             meteor_sure_trail: 40.0,
@@ -987,7 +993,7 @@ impl Tracker {
         let speed = fit.speed();
         let disp = (b.x - a.x).hypot(b.y - a.y);
         // Straight: every point near the line of motion.
-        if speed < p.meteor_min_speed || fit.max_across > 4.0 + 0.05 * disp {
+        if speed < p.meteor_min_speed || speed > p.meteor_max_speed || fit.max_across > 4.0 + 0.05 * disp {
             return None;
         }
         // Consistent: each step's velocity close to the fitted one, and
@@ -1299,6 +1305,17 @@ mod tests {
                 d.bbox = [60, 78, 1280 - 60, 620];
             }
             d.evidence = 20_000.0;
+            d
+        });
+        assert!(out.iter().all(|e| e.kind != Kind::Meteor), "{out:?}");
+        // As measured on a third hour (seed 16): three detections 380 px
+        // apart across a 1280x320 band, chained through the band's gate.
+        let out = one_per_frame(3, |f| {
+            let mut d = det(200.0 + 380.0 * f as f32, 450.0, 200);
+            if f == 1 {
+                d.bbox = [0, 296, 1280, 320];
+            }
+            d.evidence = 7_000.0;
             d
         });
         assert!(out.iter().all(|e| e.kind != Kind::Meteor), "{out:?}");
