@@ -381,7 +381,20 @@ impl Detector {
                     let noise = self.model.gain() * self.model.threshold_sigma();
                     let bu = self.binner.bin() as u32;
                     let area = b * b;
+                    let gh = self.binner.gh();
+                    let mut global = false;
                     for bl in &self.blobs.blobs {
+                        // A component spanning nearly the whole picture is a
+                        // global change (an I-frame that re-quantises the
+                        // whole sky), not an object: no meteor, the fastest
+                        // being 120 px/frame, smears over that much in one
+                        // frame. Measured: the first I-frame after a start
+                        // (frame 60 of a static hour) made a 1280x720
+                        // component whose track became a `motion` event.
+                        if (bl.x1 - bl.x0) as usize * 10 >= 9 * gw && (bl.y1 - bl.y0) as usize * 10 >= 9 * gh {
+                            global = true;
+                            continue;
+                        }
                         self.dets.push(Detection {
                             x: bl.cx * b,
                             y: bl.cy * b,
@@ -393,6 +406,9 @@ impl Detector {
                             marginal: bl.peak < marginal,
                             evidence: bl.sum / noise,
                         });
+                    }
+                    if global {
+                        self.busy += 1;
                     }
                 } else {
                     // Too much foreground to be objects: treat as a scene change.
@@ -626,6 +642,22 @@ mod tests {
         let events = run(&mut det, frames(&format, 120, 3.0, |id, _, y| if id >= 50 && y > 40 { 60.0 } else { 0.0 }));
         assert!(events.is_empty(), "{events:?}");
         assert!(det.rebaselines() >= 1);
+    }
+
+    #[test]
+    fn a_change_spanning_the_whole_picture_is_no_object() {
+        // As an I-frame re-quantising the whole sky: for four frames a
+        // thin outline around the picture brightens — too few cells for a
+        // global rebaseline, but one component the size of the picture.
+        let format = VideoFormat::new(320, 240, PixelFormat::Gray8, 30, 1).unwrap();
+        let mut det = Detector::new(&Config::default(), &format).unwrap();
+        let outline = |id: u64, x: usize, y: usize| {
+            let edge = x == 2 || x == 317 || y == 2 || y == 237;
+            if (60..64).contains(&id) && edge { 60.0 } else { 0.0 }
+        };
+        let events = run(&mut det, frames(&format, 100, 2.0, outline));
+        assert!(events.is_empty(), "{events:?}");
+        assert!(det.rebaselines() >= 1, "no frame was taken for a global change");
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //! tracks. A track that sees nothing for `max_miss` frames ends, and becomes
 //! an event if it is long enough:
 //!
-//! - `meteor`: at most `meteor_max_frames` long, fast (≥ `meteor_min_speed`
-//!   px/frame) and straight (points close to one line, little back-and-forth);
+//! - `meteor`: at most `meteor_max_frames` long, fast (`meteor_min_speed` to
+//!   `meteor_max_speed` px/frame) and straight (points close to one line,
+//!   little back-and-forth); a short or faint one must be bright;
+//! - `plane` / `satellite`: a long, steady pass of a point of light;
 //! - `motion`: anything else seen in at least `motion_min_hits` frames that moved.
 //!
 //! Coordinates here are full-resolution pixels. Tracks come from a pool and
