@@ -387,7 +387,7 @@ impl Detector {
                         // A component spanning nearly the whole picture is a
                         // global change (an I-frame that re-quantises the
                         // whole sky), not an object: no meteor, the fastest
-                        // being 120 px/frame, smears over that much in one
+                        // being `meteor_max_speed`, smears over that much in one
                         // frame. Measured: the first I-frame after a start
                         // (frame 60 of a static hour) made a 1280x720
                         // component whose track became a `motion` event.

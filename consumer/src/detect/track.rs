@@ -37,7 +37,8 @@ pub struct TrackParams {
     pub meteor_max_frames: u64,
     /// Slowest meteor, px/frame.
     pub meteor_min_speed: f32,
-    /// Fastest meteor, px/frame: the largest first jump (`first_jump`). A
+    /// Fastest meteor, px/frame (by default as far as `first_jump`, the
+    /// largest first step the tracker allows; keep the two together). A
     /// faster "track" is unrelated detections chained through the gate of
     /// a huge one (an I-frame's band across the picture widens the gate by
     /// its own size).
