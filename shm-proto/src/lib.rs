@@ -33,6 +33,7 @@ pub mod name;
 pub mod ring;
 pub mod seq;
 pub mod stamp;
+pub mod stream_copy;
 pub mod sync;
 
 #[cfg(not(loom))]
@@ -58,6 +59,7 @@ pub use format::{PixelFormat, Plane, Rect, VideoFormat};
 pub use meta::{FLAG_DISCONT, FLAG_KEYFRAME, FrameMeta};
 pub use name::StreamName;
 pub use ring::Lapped;
+pub use stream_copy::{STREAMING_MIN, copy_streaming};
 
 #[cfg(not(loom))]
 pub use follower::{Attached, Event, Follower};

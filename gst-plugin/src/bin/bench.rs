@@ -16,8 +16,9 @@
 //! autogroup, as separate services do; `--same-session` puts them all in
 //! the bench's group, where the CPU a copying receiver uses is taken from
 //! the sender's share. Before the rows, the copy out of a ring slot is
-//! timed in this process three ways (`Frame::copy_to`, `Frame::read` +
-//! memcpy as `shmcastsrc` does, memcpy between heap buffers).
+//! timed in this process four ways (`Frame::copy_to`, `Frame::read` +
+//! memcpy, `Frame::read` + streaming stores as `shmcastsrc` does, memcpy
+//! between heap buffers).
 //!
 //! Rows: `shmcast` (`videotestsrc` renders each frame straight into a ring
 //! slot that `shmcastsink`'s buffer pool lends it, and the sink publishes
@@ -80,6 +81,15 @@ struct Cli {
     /// instead of every frame in order), as an extra row.
     #[arg(long)]
     latest: bool,
+
+    /// Receiver counts to measure (comma-separated).
+    #[arg(long, default_value = "1,2", value_delimiter = ',')]
+    receivers: Vec<usize>,
+
+    /// Back shmcastsink's ring with huge pages (`hugepages=true`; needs free
+    /// huge pages, see `/proc/sys/vm/nr_hugepages`).
+    #[arg(long, global = true)]
+    hugepages: bool,
 
     /// Skip the stalled-receiver runs.
     #[arg(long)]
@@ -158,7 +168,9 @@ fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     shmcast_common::init_logging(&cli.log_level)?;
     match cli.role {
-        Some(Role::Sender { transport, width, height, ref channel }) => sender(transport, width, height, channel),
+        Some(Role::Sender { transport, width, height, ref channel }) => {
+            sender(transport, width, height, channel, cli.hugepages)
+        }
         Some(Role::Receiver { transport, width, height, ref channel }) => {
             receiver(transport, width, height, channel, cli.secs)
         }
@@ -228,13 +240,16 @@ fn bus_error(p: &gst::Pipeline) -> Option<String> {
     }
 }
 
-fn sender(transport: Transport, width: u32, height: u32, channel: &str) -> anyhow::Result<()> {
+fn sender(transport: Transport, width: u32, height: u32, channel: &str, hugepages: bool) -> anyhow::Result<()> {
     init_gst()?;
     let frame = u64::from(width) * u64::from(height) * 3;
     let src = format!("videotestsrc pattern=solid-color foreground-color=0xff336699 ! {}", caps(width, height));
     let desc = match transport {
         Transport::Shmcast | Transport::ShmcastLatest => {
-            format!("{src} ! shmcastsink name=out stream={channel} slots={SLOTS} sync=false")
+            format!(
+                "{src} ! shmcastsink name=out stream={channel} slots={SLOTS} sync=false{}",
+                if hugepages { " hugepages=true" } else { "" }
+            )
         }
         Transport::ShmCopy => format!(
             "{src} ! identity drop-allocation=true ! shmsink name=out socket-path={channel} shm-size={} \
@@ -481,9 +496,11 @@ fn num(line: &str, k: &str) -> f64 {
 }
 
 /// Copy-out costs in this process, ms per frame (medians): `Frame::copy_to`
-/// (volatile 64-byte loads), `Frame::read` + memcpy (what `shmcastsrc`
-/// does), and memcpy between two heap buffers.
-fn copy_compare((w, h): (u32, u32), rounds: usize) -> anyhow::Result<[f64; 3]> {
+/// (volatile 64-byte loads), `Frame::read` + memcpy, `Frame::read` +
+/// streaming stores (what `shmcastsrc` does for frames of
+/// `shm_proto::STREAMING_MIN` bytes or more), and memcpy between two heap
+/// buffers.
+fn copy_compare((w, h): (u32, u32), rounds: usize) -> anyhow::Result<[f64; 4]> {
     use shm_proto::{CreateOptions, FrameMeta, Next, PixelFormat, Reader, ReaderOptions, Start, VideoFormat, Writer};
     let name = format!("gstbench-copy-{}", std::process::id());
     let format = VideoFormat::new(w, h, PixelFormat::Rgb24, 0, 1)?;
@@ -498,7 +515,7 @@ fn copy_compare((w, h): (u32, u32), rounds: usize) -> anyhow::Result<[f64; 3]> {
         });
     }
     let (src, mut dst) = (vec![7u8; size], vec![1u8; size]);
-    let mut times: [Vec<f64>; 3] = Default::default();
+    let mut times: [Vec<f64>; 4] = Default::default();
     for i in 0..rounds as u64 {
         writer.publish(|slot| {
             slot[0] = i as u8;
@@ -512,8 +529,11 @@ fn copy_compare((w, h): (u32, u32), rounds: usize) -> anyhow::Result<[f64; 3]> {
         frame.read(|b| dst[..b.len()].copy_from_slice(b)).context("copy comparison: overrun")?;
         times[1].push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
-        dst.copy_from_slice(&src);
+        frame.read(|b| shm_proto::copy_streaming(&mut dst[..b.len()], b)).context("copy comparison: overrun")?;
         times[2].push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        dst.copy_from_slice(&src);
+        times[3].push(t.elapsed().as_secs_f64() * 1e3);
         std::hint::black_box(&dst);
     }
     Ok(times.map(|mut v| {
@@ -556,7 +576,11 @@ fn measure(cli: &Cli, transport: Transport, (w, h): (u32, u32), receivers: usize
             channel.clone(),
         ]
     };
-    let mut sender = spawn(cli, Some(0), &common("sender"))?;
+    let mut sender_args = common("sender");
+    if cli.hugepages {
+        sender_args.push("--hugepages".into());
+    }
+    let mut sender = spawn(cli, Some(0), &sender_args)?;
     let progress = follow_sender(&mut sender);
     // Wait until frames flow.
     let ready = Instant::now() + Duration::from_secs(30);
@@ -742,7 +766,7 @@ fn orchestrate(cli: &Cli) -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "# shmcast-gst-bench: videotestsrc pattern=solid-color RGB, sync=false; {} s per receiver, medians of {} \
-         interleaved runs; {}; {}; {} CPUs; load {}",
+         interleaved runs; {}; {}; shmcastsink ring on {}; {} CPUs; load {}",
         cli.secs,
         cli.reps.max(1),
         if cli.no_pin { "unpinned".to_string() } else { "sender on CPU 0, receivers on CPU 1".to_string() },
@@ -751,6 +775,7 @@ fn orchestrate(cli: &Cli) -> anyhow::Result<()> {
         } else {
             "each process in its own session (its own scheduler autogroup, like a service)"
         },
+        if cli.hugepages { "huge pages" } else { "4 KiB pages" },
         cpus,
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
@@ -760,11 +785,20 @@ fn orchestrate(cli: &Cli) -> anyhow::Result<()> {
             .join(" ")
     );
     println!("# copy out of a ring slot, in this process (medians of 60 copies; ms per frame):");
-    println!("| size | Frame::copy_to (volatile loads) | Frame::read + memcpy (shmcastsrc) | memcpy heap -> heap |");
-    println!("|---|---|---|---|");
+    println!(
+        "| size | Frame::copy_to (volatile loads) | Frame::read + memcpy | Frame::read + streaming stores \
+         (shmcastsrc) | memcpy heap -> heap |"
+    );
+    println!("|---|---|---|---|---|");
     for &size in &sizes {
-        let [vol, read, heap] = copy_compare(size, 60)?;
-        println!("| {}x{} | {vol:.2} | {read:.2} ({:.2}x) | {heap:.2} |", size.0, size.1, read / vol);
+        let [vol, read, stream, heap] = copy_compare(size, 60)?;
+        println!(
+            "| {}x{} | {vol:.2} | {read:.2} ({:.2}x) | {stream:.2} ({:.2}x) | {heap:.2} |",
+            size.0,
+            size.1,
+            read / vol,
+            stream / vol
+        );
     }
     println!();
     println!(
@@ -780,7 +814,7 @@ fn orchestrate(cli: &Cli) -> anyhow::Result<()> {
     );
     print_header();
     for &size in &sizes {
-        for receivers in [1, 2] {
+        for &receivers in &cli.receivers {
             let mut transports = vec![Transport::ShmCopy, Transport::ShmZeroCopy, Transport::Shmcast];
             if cli.latest {
                 transports.push(Transport::ShmcastLatest);

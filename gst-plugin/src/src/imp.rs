@@ -116,8 +116,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How a frame of `len` bytes is copied out of the ring: streaming stores
+/// for a frame too large for the cache (half the memory traffic of a plain
+/// copy, see [`shm_proto::stream_copy`]), a plain copy otherwise.
+fn copier(len: usize) -> fn(&mut [u8], &[u8]) {
+    if len >= shm_proto::STREAMING_MIN { shm_proto::copy_streaming } else { <[u8]>::copy_from_slice }
+}
+
 /// Copies a packed ring frame into GStreamer's layout of the same format.
 fn restride(format: &VideoFormat, info: &gst_video::VideoInfo, src: &[u8], dst: &mut [u8]) {
+    let copy = copier(src.len());
     for (i, p) in format.planes().iter().enumerate() {
         let (doff, dstride) = (info.offset()[i], info.stride()[i].max(0) as usize);
         for y in 0..p.rows as usize {
@@ -125,7 +133,7 @@ fn restride(format: &VideoFormat, info: &gst_video::VideoInfo, src: &[u8], dst: 
             let d = doff + y * dstride;
             let row = p.row_bytes as usize;
             if let (Some(from), Some(to)) = (src.get(s..s + row), dst.get_mut(d..d + row)) {
-                to.copy_from_slice(from);
+                copy(to, from);
             }
         }
     }
@@ -426,7 +434,7 @@ impl ShmcastSrc {
                             info.size()
                         }),
                         _ => frame.read(|bytes| {
-                            out[..len].copy_from_slice(bytes);
+                            copier(len)(&mut out[..len], bytes);
                             len
                         }),
                     }
