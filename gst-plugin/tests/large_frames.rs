@@ -1,7 +1,7 @@
 //! Frames of 1 MiB or more leave the ring through `shmcastsrc`'s streaming
-//! copy (`shm_proto::copy_streaming`): every byte arrives, packed and
-//! restrided, and a writer publishing flat out under the copy never gets a
-//! torn frame pushed. Runs the element in this process with a `Writer` of the
+//! copy (`shm_proto::copy_streaming`) when packed, row by row when GStreamer
+//! pads the rows: every byte arrives either way, and a writer publishing
+//! flat out under the copy never gets a torn frame pushed. Runs the element in this process with a `Writer` of the
 //! test's own, so the test knows what each frame holds.
 #![forbid(unsafe_code)]
 
@@ -94,7 +94,7 @@ fn large_packed_frames_arrive_byte_for_byte() {
 #[test]
 fn large_padded_frames_arrive_byte_for_byte() {
     // 1922 pixels: 5766-byte rows in the ring, 5768 in GStreamer's layout,
-    // so every row is restrided with the streaming copy.
+    // so every row is restrided.
     every_byte_arrives("large-padded", 1922, 1080, 5);
 }
 

@@ -116,16 +116,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// How a frame of `len` bytes is copied out of the ring: streaming stores
-/// for a frame too large for the cache (half the memory traffic of a plain
-/// copy, see [`shm_proto::stream_copy`]), a plain copy otherwise.
-fn copier(len: usize) -> fn(&mut [u8], &[u8]) {
-    if len >= shm_proto::STREAMING_MIN { shm_proto::copy_streaming } else { <[u8]>::copy_from_slice }
+/// Copies a packed frame out of the ring: with streaming stores for a frame
+/// too large for the cache (two thirds of the memory traffic of a plain
+/// copy, see [`shm_proto::stream_copy`]), plainly otherwise, where it stays
+/// in the cache for the next element.
+fn copy_frame(dst: &mut [u8], src: &[u8]) {
+    if src.len() >= shm_proto::STREAMING_MIN { shm_proto::copy_streaming(dst, src) } else { dst.copy_from_slice(src) }
 }
 
 /// Copies a packed ring frame into GStreamer's layout of the same format.
+/// Row by row with a plain copy: the rows GStreamer pads start off any
+/// alignment, so streaming stores would share cache lines with the plain
+/// stores of each row's ends (measured slower: 0.61–0.70 ms against 0.47 ms
+/// per 1922x1080 RGB frame, in one process).
 fn restride(format: &VideoFormat, info: &gst_video::VideoInfo, src: &[u8], dst: &mut [u8]) {
-    let copy = copier(src.len());
     for (i, p) in format.planes().iter().enumerate() {
         let (doff, dstride) = (info.offset()[i], info.stride()[i].max(0) as usize);
         for y in 0..p.rows as usize {
@@ -133,7 +137,7 @@ fn restride(format: &VideoFormat, info: &gst_video::VideoInfo, src: &[u8], dst: 
             let d = doff + y * dstride;
             let row = p.row_bytes as usize;
             if let (Some(from), Some(to)) = (src.get(s..s + row), dst.get_mut(d..d + row)) {
-                copy(to, from);
+                to.copy_from_slice(from);
             }
         }
     }
@@ -434,7 +438,7 @@ impl ShmcastSrc {
                             info.size()
                         }),
                         _ => frame.read(|bytes| {
-                            copier(len)(&mut out[..len], bytes);
+                            copy_frame(&mut out[..len], bytes);
                             len
                         }),
                     }
