@@ -1,8 +1,9 @@
 //! Frames of 1 MiB or more leave the ring through `shmcastsrc`'s streaming
 //! copy (`shm_proto::copy_streaming`) when packed, row by row when GStreamer
 //! pads the rows: every byte arrives either way, and a writer publishing
-//! flat out under the copy never gets a torn frame pushed. Runs the element in this process with a `Writer` of the
-//! test's own, so the test knows what each frame holds.
+//! flat out under the copy never gets a torn frame pushed. Runs the element
+//! in this process with a `Writer` of the test's own, so the test knows what
+//! each frame holds.
 #![forbid(unsafe_code)]
 
 mod common;
